@@ -33,19 +33,26 @@ typedef struct sn_engine_hooks {
 
 /** Ownership: caller frees with sn_runtime_free. @p offload_threads 0 = 2. */
 sn_runtime_t *sn_runtime_new(int offload_threads);
-/** Stops the offload pool (joins threads) and frees everything. */
+/** Stops the offload pool (joins threads) and frees everything. In-flight HTTP requests complete
+ * with status 0 "shutting down"; queued offload work, its completions and posts still run. */
 void sn_runtime_free(sn_runtime_t *rt);
 struct event_base *sn_runtime_base(sn_runtime_t *rt);
 void sn_runtime_set_hooks(sn_runtime_t *rt, const sn_engine_hooks_t *hooks, void *eng);
 
 /** Fill @p h as the host table of @p instance ("kind:name", copied; NULL for the loader).
- * Ownership: the runtime keeps the copy of the name until sn_runtime_free. */
+ * Ownership: the runtime keeps the copy of the name until sn_runtime_free.
+ * Host calls find the runtime through h->instance (the runtime's copy), so an instance's table
+ * may be copied or moved; the loader's table (instance NULL) is recognised by its address, so
+ * keep it where it was filled. Timer handles are ids: a one-shot timer frees itself once it
+ * fired and a later timer_del on it does nothing. */
 void sn_host_fill(sn_runtime_t *rt, sn_host_t *h, const char *instance);
 
 /** The same services for core code. */
 int sn_runtime_offload(sn_runtime_t *rt, void (*work)(void *), void (*done)(void *), void *arg);
 /** Thread: any. */
 int sn_runtime_post(sn_runtime_t *rt, void (*fn)(void *), void *arg);
+/** @p done runs exactly once, on the loop and never before this returns, also for immediate
+ * failures (status 0 and an error phrase). Returns SN_EINVAL only when @p done is NULL. */
 int sn_runtime_http(sn_runtime_t *rt, const sn_http_request_t *req, sn_http_done_fn done,
                     void *arg);
 /** Requests in flight through the shared HTTP client. */
@@ -60,6 +67,10 @@ void sn_metric(sn_runtime_t *rt, sn_metric_kind_t kind, const char *name, const 
 double sn_metric_value(sn_runtime_t *rt, const char *name, const char *labels);
 /** Ownership: caller frees. */
 char *sn_metrics_render(sn_runtime_t *rt);
+/** Escape @p value for use between the quotes of a label (backslash, quote, newline), so a
+ * caller can render a label set from untrusted text. @p out is always NUL-terminated; the
+ * result is truncated (never mid-escape) to fit @p cap. Returns the length written. */
+size_t sn_metric_escape(char *out, size_t cap, const char *value);
 
 /* ---- logs: one JSON object a line on stderr ---- */
 void sn_log_set_level(sn_log_level_t min);

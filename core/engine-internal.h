@@ -1,0 +1,137 @@
+/**
+ * @file engine-internal.h
+ * The engine's private state, shared by engine.c (lifecycle), incident.c (documents),
+ * correlate.c (anomalies -> incidents), workflow.c (node execution), auditlog.c (the chain)
+ * and http_api.c.
+ */
+#ifndef SENTINEL_ENGINE_INTERNAL_H
+#define SENTINEL_ENGINE_INTERNAL_H
+
+#include "engine.h"
+#include "telemetry.h"
+
+#include <stdatomic.h>
+
+struct evhttp;
+struct event;
+typedef struct sn_api sn_api_t;
+
+/** A running plugin instance. */
+typedef struct sn_live {
+    sn_instance_t *in; /**< borrowed from the model */
+    sn_host_t host;
+    void *self;
+    int created, started;
+    /* executors: the core's safety state */
+    sn_bucket_t per_minute, per_hour;
+    sn_breaker_t breaker;
+} sn_live_t;
+
+typedef struct sn_incident {
+    struct sn_incident *next;
+    struct sn_engine *eng;
+    char id[37];
+    json_t *doc;
+    int64_t version;   /**< last version saved (0 = never) */
+    int node;          /**< cursor: graph node to run, -1 = none */
+    int open;          /**< not closed */
+    int gathering;     /**< still collecting anomalies */
+    int busy;          /**< a step or checkpoint is in flight */
+    int waiting;       /**< waiting for a human decision */
+    int64_t first_ts, last_ts; /**< event time of its anomalies */
+    int64_t opened_mono;
+    int64_t executed_watermark; /**< event time when the last action ran */
+    double max_score_before;    /**< strongest anomaly before the last action */
+    int escalated_signal;       /**< a stronger anomaly arrived after an action */
+    void *step_ctx; /**< the running step's context, for checkpoint callbacks */
+    int saves_failed;
+} sn_incident_t;
+
+typedef struct sn_auditlog {
+    int64_t seq;
+    char prev[65];
+    int ready;        /**< tail loaded */
+    int inflight;     /**< an append is in flight */
+    json_t *pending;  /**< records waiting, in order (bounded) */
+} sn_auditlog_t;
+
+struct sn_engine {
+    sn_engine_opts_t opts;
+    char *config_path;
+    sn_runtime_t *rt;
+    sn_loader_t *loader;
+    sn_host_t loader_host;
+    sn_model_t *model;
+    sn_live_t *live; /**< parallel to model->inst */
+    size_t nlive;
+    sn_telemetry_t *tel;
+    sn_api_t *api;
+    sn_live_t *state; /**< the store holding workflows and audit, or NULL */
+    sn_live_t *vector;
+    sn_live_t *embedder;
+    sn_auditlog_t audit;
+    sn_incident_t *incidents;
+    size_t nincidents;
+    json_t *changes; /**< ring of recent change events */
+    json_t *logs;    /**< ring of recent error logs */
+    _Atomic int64_t watermark; /**< highest event time ingested */
+    struct event *tick;
+    struct event *sig_hup, *sig_term, *sig_int;
+    int shutting_down;
+    int stops_pending;
+    struct event *drain_timer;
+    int64_t drain_started;
+    char instance_id[128];
+    int correlate_node;
+};
+
+/* incident.c */
+sn_incident_t *sn_incident_new(sn_engine_t *e, int64_t ts);
+sn_incident_t *sn_incident_find(sn_engine_t *e, const char *id);
+void sn_incident_event(sn_incident_t *inc, const char *node, const char *event, const char *fmt,
+                       ...) SN_PRINTF(4, 5);
+void sn_incident_set_state(sn_incident_t *inc, const char *state);
+const char *sn_incident_state(const sn_incident_t *inc);
+json_t *sn_incident_summary(const sn_incident_t *inc);
+void sn_incident_trim(sn_engine_t *e);
+void sn_incidents_free(sn_engine_t *e);
+
+/* correlate.c */
+void sn_correlate_anomalies(void *eng, const sn_anomaly_t *a, size_t n);
+void sn_correlate_tick(sn_engine_t *e);
+void sn_correlate_change(sn_engine_t *e, json_t *change);
+
+/* workflow.c */
+/** Continue an incident from node @p from with @p outcome (picks the next edge). */
+void sn_workflow_advance(sn_incident_t *inc, int from, const char *outcome);
+/** Run the incident's cursor node (after a checkpoint, or on resume). */
+void sn_workflow_run(sn_incident_t *inc);
+void sn_workflow_checkpoint(sn_incident_t *inc, void (*then)(sn_incident_t *), int retry);
+int sn_workflow_decide(sn_incident_t *inc, int approve, const char *actor, const char *reason);
+void sn_workflow_resume_all(sn_engine_t *e);
+void sn_workflow_notify(sn_incident_t *inc, const char *event);
+
+/* auditlog.c */
+void sn_auditlog_init(sn_engine_t *e);
+void sn_auditlog_free(sn_engine_t *e);
+int sn_auditlog_append(sn_engine_t *e, const char *actor, const char *action,
+                       const char *incident, const json_t *detail);
+/** True when nothing waits to be written. */
+int sn_auditlog_idle(sn_engine_t *e);
+
+/* engine.c helpers */
+sn_live_t *sn_engine_live(sn_engine_t *e, const char *name);
+sn_live_t *sn_engine_live_at(sn_engine_t *e, int inst_index);
+
+/* http_api.c */
+sn_api_t *sn_api_new(sn_engine_t *e, const char *listen, sn_diag_t *d);
+void sn_api_free(sn_api_t *a);
+int sn_api_port(sn_api_t *a);
+int sn_api_route_add(void *eng, const char *instance, const char *method, const char *path,
+                     sn_route_fn fn, void *self);
+const char *sn_api_req_body(sn_route_req_t *r, size_t *len);
+const char *sn_api_req_header(sn_route_req_t *r, const char *name);
+void sn_api_req_reply(sn_route_req_t *r, int status, const char *content_type, const char *body,
+                      size_t len);
+
+#endif /* SENTINEL_ENGINE_INTERNAL_H */

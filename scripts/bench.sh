@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# make bench: run every benchmark; each figure is one `bench: NAME VALUE UNIT` line.
+set -euo pipefail
+build=${1:-build}
+cd "$(dirname "$0")/.."
+python3 scripts/bench.py "$build"
