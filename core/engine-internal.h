@@ -32,27 +32,27 @@ typedef struct sn_incident {
     struct sn_engine *eng;
     char id[37];
     json_t *doc;
-    int64_t version;   /**< last version saved (0 = never) */
-    int node;          /**< cursor: graph node to run, -1 = none */
-    int open;          /**< not closed */
-    int gathering;     /**< still collecting anomalies */
-    int busy;          /**< a step or checkpoint is in flight */
-    int waiting;       /**< waiting for a human decision */
+    int64_t version;           /**< last version saved (0 = never) */
+    int node;                  /**< cursor: graph node to run, -1 = none */
+    int open;                  /**< not closed */
+    int gathering;             /**< still collecting anomalies */
+    int busy;                  /**< a step or checkpoint is in flight */
+    int waiting;               /**< waiting for a human decision */
     int64_t first_ts, last_ts; /**< event time of its anomalies */
     int64_t opened_mono;
     int64_t executed_watermark; /**< event time when the last action ran */
     double max_score_before;    /**< strongest anomaly before the last action */
     int escalated_signal;       /**< a stronger anomaly arrived after an action */
-    void *step_ctx; /**< the running step's context, for checkpoint callbacks */
+    void *step_ctx;             /**< the running step's context, for checkpoint callbacks */
     int saves_failed;
 } sn_incident_t;
 
 typedef struct sn_auditlog {
     int64_t seq;
     char prev[65];
-    int ready;        /**< tail loaded */
-    int inflight;     /**< an append is in flight */
-    json_t *pending;  /**< records waiting, in order (bounded) */
+    int ready;       /**< tail loaded */
+    int inflight;    /**< an append is in flight */
+    json_t *pending; /**< records waiting, in order (bounded) */
 } sn_auditlog_t;
 
 struct sn_engine {
@@ -72,8 +72,8 @@ struct sn_engine {
     sn_auditlog_t audit;
     sn_incident_t *incidents;
     size_t nincidents;
-    json_t *changes; /**< ring of recent change events */
-    json_t *logs;    /**< ring of recent error logs */
+    json_t *changes;           /**< ring of recent change events */
+    json_t *logs;              /**< ring of recent error logs */
     _Atomic int64_t watermark; /**< highest event time ingested */
     struct event *tick;
     struct event *sig_hup, *sig_term, *sig_int;
@@ -83,6 +83,7 @@ struct sn_engine {
     int64_t drain_started;
     char instance_id[128];
     int correlate_node;
+    uint64_t anomalies_delivered; /**< anomalies the loop has correlated */
 };
 
 /* incident.c */
@@ -114,8 +115,8 @@ void sn_workflow_notify(sn_incident_t *inc, const char *event);
 /* auditlog.c */
 void sn_auditlog_init(sn_engine_t *e);
 void sn_auditlog_free(sn_engine_t *e);
-int sn_auditlog_append(sn_engine_t *e, const char *actor, const char *action,
-                       const char *incident, const json_t *detail);
+int sn_auditlog_append(sn_engine_t *e, const char *actor, const char *action, const char *incident,
+                       const json_t *detail);
 /** True when nothing waits to be written. */
 int sn_auditlog_idle(sn_engine_t *e);
 

@@ -13,10 +13,10 @@
 typedef struct sn_engine sn_engine_t;
 
 typedef struct sn_engine_opts {
-    const char *config_path;  /**< file to load (and reload on SIGHUP) */
-    const char *plugin_dir;   /**< override, or NULL */
-    const char *listen;       /**< override of [sentinel] listen, or NULL */
-    int no_http;              /**< tests: run without the HTTP API */
+    const char *config_path; /**< file to load (and reload on SIGHUP) */
+    const char *plugin_dir;  /**< override, or NULL */
+    const char *listen;      /**< override of [sentinel] listen, or NULL */
+    int no_http;             /**< tests: run without the HTTP API */
 } sn_engine_opts_t;
 
 /** Load, validate and create everything (no I/O beyond reading files and loading modules

@@ -295,6 +295,11 @@ sn_model_t *sn_model_build(sn_conf_t *conf, sn_loader_t *loader, sn_diag_t *d)
     } else {
         struct lookup_ctx lc = {m};
         m->graph = sn_graph_build(conf, pipe, graph_lookup, &lc, d);
+        for (size_t i = 0; m->graph && i < m->graph->nnodes; i++) {
+            sn_node_t *n = &m->graph->nodes[i];
+            sn_instance_t *in = n->type == SN_NODE_INSTANCE ? sn_model_find(m, n->name) : NULL;
+            n->inst = in ? (int)(in - m->inst) : -1;
+        }
     }
     if (d->n > before)
         goto fail;

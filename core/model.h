@@ -21,14 +21,14 @@ typedef struct sn_exec_policy {
 
 typedef struct sn_instance {
     sn_kind_t kind;
-    char *name; /**< NAME of [KIND:NAME] */
-    char *type; /**< plugin = TYPE */
+    char *name;  /**< NAME of [KIND:NAME] */
+    char *type;  /**< plugin = TYPE */
     char *label; /**< "kind:name" */
     int line;
     char *digest; /**< hash of the section's settings, to carry instances over on reload */
     const sn_loaded_t *mod;
     sn_cfg_t *cfg;
-    sn_exec_policy_t policy; /**< executors only */
+    sn_exec_policy_t policy;    /**< executors only */
     const char *const *metrics; /**< detectors: metric patterns they observe ("*" = all) */
     const char *const *events;  /**< notifiers: events they receive */
 } sn_instance_t;
@@ -36,8 +36,8 @@ typedef struct sn_instance {
 typedef struct sn_settings {
     const char *listen;
     const char *plugin_dir;
-    const char *state; /**< store instance name holding workflows and audit */
-    const char *vector; /**< store instance name for incident memory, or NULL */
+    const char *state;    /**< store instance name holding workflows and audit */
+    const char *vector;   /**< store instance name for incident memory, or NULL */
     const char *embedder; /**< embedder instance name, or NULL */
     const char *instance_id;
     int dry_run;

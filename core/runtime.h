@@ -77,7 +77,7 @@ void sn_log_set_level(sn_log_level_t min);
 /** Thread: any. Any of plugin, incident, request_id may be NULL. */
 void sn_log(sn_log_level_t lvl, const char *plugin, const char *incident, const char *request_id,
             const char *fmt, ...) SN_PRINTF(5, 6);
-void sn_logv(sn_log_level_t lvl, const char *plugin, const char *incident,
-             const char *request_id, const char *fmt, va_list ap);
+void sn_logv(sn_log_level_t lvl, const char *plugin, const char *incident, const char *request_id,
+             const char *fmt, va_list ap);
 
 #endif /* SENTINEL_RUNTIME_H */

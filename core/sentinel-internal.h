@@ -103,7 +103,7 @@ int sn_kind_parse(const char *s, sn_kind_t *out);
  * ------------------------------------------------------------------------------------------- */
 struct sn_cfg {
     char **keys;
-    char **vals;  /**< expanded values (secrets included) */
+    char **vals;   /**< expanded values (secrets included) */
     char ***lists; /**< NULL-terminated lists, built lazily for SN_T_LIST */
     const sn_param_t *params;
     size_t n;
@@ -179,8 +179,8 @@ void sn_graph_print(const sn_graph_t *g, FILE *out);
 /** Canonicalise a target ("deployment/shop/web"): lower-case kind, no "..", no empty or "."
  * segments, no percent-encoding, no wildcards. Returns 0 or SN_EINVAL with a phrase. */
 int sn_target_canon(const char *in, char *out, size_t outlen, char *why, size_t whylen);
-/** Match a canonical target against whitelist patterns (e.g. deployment/shop/ followed by a star); the star matches one
- * segment's remainder only, never a '/'. */
+/** Match a canonical target against whitelist patterns (e.g. deployment/shop/ followed by a star);
+ * the star matches one segment's remainder only, never a '/'. */
 bool sn_whitelist_match(const char *const *patterns, const char *canon_target);
 
 typedef struct sn_bucket {
@@ -191,12 +191,12 @@ void sn_bucket_init(sn_bucket_t *b, double capacity, int64_t period_ms, int64_t 
 bool sn_bucket_take(sn_bucket_t *b, int64_t now_ms);
 
 typedef struct sn_breaker {
-    double threshold;   /**< failure rate that opens it, e.g. 0.10 */
-    int min_calls;      /**< calls in the window before it can open */
-    int64_t window_ms;  /**< sliding window */
+    double threshold;    /**< failure rate that opens it, e.g. 0.10 */
+    int min_calls;       /**< calls in the window before it can open */
+    int64_t window_ms;   /**< sliding window */
     int64_t cooldown_ms; /**< open -> half-open */
-    int64_t opened_at;  /**< 0 when closed */
-    int64_t ts[64];     /**< ring of recent outcomes */
+    int64_t opened_at;   /**< 0 when closed */
+    int64_t ts[64];      /**< ring of recent outcomes */
     bool fail[64];
     size_t head, count;
 } sn_breaker_t;

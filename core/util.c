@@ -142,8 +142,7 @@ int sn_parse_time_ms(const char *s, int64_t *out)
         digits(&p, 2, &d) || (*p != 'T' && *p != 't' && *p != ' '))
         return SN_EINVAL;
     p++;
-    if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' ||
-        digits(&p, 2, &se))
+    if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' || digits(&p, 2, &se))
         return SN_EINVAL;
     if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
         return SN_EINVAL;

@@ -22,7 +22,8 @@
  * The first matching rule whose placeholders can all be filled wins; with all_matches = true
  * every such rule adds an action. Result: {"plan": [{"executor", "verb", "target", "params",
  * "reason"}]}, or {"plan": [], "reason": "no runbook rule matched", "detail": ...}.
- * Bad rule syntax fails create() with "rule N: <problem>".
+ * Bad rule syntax fails create() with "rule N: <problem>". A rule cannot contain a comma: the
+ * core joins repeated keys into one comma-separated list.
  */
 #include <sentinel/plugin.h>
 
@@ -66,7 +67,7 @@ static const sn_param_t rb_params[] = {
      "repeatable: '<matcher> -> <executor>:<verb> <target> [key=value ...]', matcher "
      "cause~TEXT, service=NAME or *; target and values may use {service}, {version}, "
      "{namespace} or any hypothesis label as {name}; e.g. "
-     "'cause~deploy -> k8s:rollout_restart deployment/{namespace}/{service}'"},
+     "'cause~deploy -> k8s:rollout_restart deployment/{namespace}/{service}'; no commas"},
     {"namespace", SN_T_STRING, "default", 0,
      "value of {namespace} when the hypothesis carries no namespace label"},
     {"all_matches", SN_T_BOOL, "false", 0,
@@ -180,7 +181,9 @@ static int rb_parse(const char *line, int index, rb_rule_t *r, sn_err_t *err)
     r->index = index;
     const char *arrow = strstr(line, "->");
     if (!arrow) {
-        snprintf(why, sizeof(why), "missing '->' between matcher and action");
+        /* The core joins repeated keys into a comma-separated list, so a comma inside a
+         * rule shows up here as a fragment without an arrow. */
+        snprintf(why, sizeof(why), "missing '->' between matcher and action (a comma ends a rule)");
         goto bad;
     }
     /* matcher: everything before the arrow, trimmed */

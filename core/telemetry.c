@@ -1,0 +1,503 @@
+/**
+ * @file telemetry.c
+ * Worker threads that run detectors over points sharded by series hash.
+ *
+ * Producers pack points into one contiguous buffer per worker (one allocation per batch, not
+ * per point), and commit them all-or-nothing so a rejected body loses nothing that was
+ * acknowledged. Each worker owns a hash table of its series and their detector state; the core
+ * allocates the state blobs, so detectors never allocate on the hot path.
+ */
+#include "telemetry.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SN_MAX_DETECTORS 32
+
+typedef struct tbatch {
+    struct tbatch *next;
+    size_t n, used, cap;
+    char data[];
+} tbatch_t;
+
+/* Packed point: header then metric bytes then labels (u16 name len, u16 value len, bytes). */
+typedef struct pentry {
+    uint64_t series;
+    int64_t ts;
+    double value;
+    uint16_t size; /* whole entry, aligned to 8 */
+    uint16_t metric_len;
+    uint16_t nlabels;
+    uint16_t pad;
+} pentry_t;
+
+typedef struct series {
+    uint64_t key;
+    char *metric;
+    json_t *labels;
+    uint32_t mask; /* detectors that observe this series */
+    unsigned char *state;
+} series_t;
+
+typedef struct worker {
+    struct sn_telemetry *t;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv, idle_cv;
+    tbatch_t *head, *tail;
+    size_t queued; /* points in the queue */
+    int busy, stop;
+    /* owned by the worker thread */
+    series_t *tab;
+    size_t cap, count;
+} worker_t;
+
+struct sn_telemetry {
+    sn_runtime_t *rt;
+    sn_tdetector_t dets[SN_MAX_DETECTORS];
+    size_t ndets;
+    size_t offs[SN_MAX_DETECTORS];
+    size_t state_size;
+    sn_anomaly_fn cb;
+    void *cb_arg;
+    worker_t *w;
+    int nw;
+    size_t queue_cap;  /* per worker */
+    size_t series_cap; /* per worker */
+    _Atomic uint64_t points, anomalies, series, dropped, rejected;
+};
+
+struct sn_tbuild {
+    sn_telemetry_t *t;
+    tbatch_t **b; /* one per worker */
+    size_t n;
+};
+
+/* ---- anomaly delivery ---- */
+
+typedef struct abatch {
+    sn_telemetry_t *t;
+    sn_anomaly_t *a;
+    size_t n, cap;
+} abatch_t;
+
+static void abatch_deliver(void *arg)
+{
+    abatch_t *ab = arg;
+    ab->t->cb(ab->t->cb_arg, ab->a, ab->n);
+    for (size_t i = 0; i < ab->n; i++) {
+        free((char *)ab->a[i].metric);
+        json_decref(ab->a[i].labels);
+    }
+    free(ab->a);
+    free(ab);
+}
+
+static void abatch_push(abatch_t **abp, sn_telemetry_t *t, const series_t *s, const pentry_t *p,
+                        const sn_verdict_t *v, const char *det)
+{
+    abatch_t *ab = *abp;
+    if (!ab) {
+        ab = calloc(1, sizeof(*ab));
+        if (!ab)
+            return;
+        ab->t = t;
+        *abp = ab;
+    }
+    if (ab->n == ab->cap) {
+        size_t cap = ab->cap ? ab->cap * 2 : 8;
+        sn_anomaly_t *na = realloc(ab->a, cap * sizeof(*na));
+        if (!na)
+            return;
+        ab->a = na;
+        ab->cap = cap;
+    }
+    sn_anomaly_t *a = &ab->a[ab->n++];
+    a->series = s->key;
+    a->ts_ms = p->ts;
+    a->value = p->value;
+    a->expected = v->expected;
+    a->score = v->score;
+    a->confidence = v->confidence;
+    a->detector = det;
+    a->metric = strdup(s->metric);
+    a->labels = json_incref(s->labels);
+}
+
+static void abatch_flush(abatch_t **abp)
+{
+    abatch_t *ab = *abp;
+    *abp = NULL;
+    if (!ab)
+        return;
+    atomic_fetch_add(&ab->t->anomalies, ab->n);
+    if (sn_runtime_post(ab->t->rt, abatch_deliver, ab) != 0) {
+        /* The loop is saturated: say so loudly rather than drop quietly. */
+        sn_log(SN_LOG_ERROR, NULL, NULL, NULL, "telemetry: %zu anomalies lost: post queue full",
+               ab->n);
+        sn_metric(ab->t->rt, SN_METRIC_COUNTER, "anomalies_dropped_total",
+                  "Anomalies that could not reach the loop", NULL, (double)ab->n);
+        for (size_t i = 0; i < ab->n; i++) {
+            free((char *)ab->a[i].metric);
+            json_decref(ab->a[i].labels);
+        }
+        free(ab->a);
+        free(ab);
+    }
+}
+
+/* ---- series table (open addressing, linear probing; key 0 = empty) ---- */
+
+static bool metric_matches(const char *const *pats, const char *metric)
+{
+    if (!pats || !pats[0])
+        return true;
+    for (size_t i = 0; pats[i]; i++) {
+        size_t l = strlen(pats[i]);
+        if (strcmp(pats[i], "*") == 0 || strcmp(pats[i], metric) == 0)
+            return true;
+        if (l > 0 && pats[i][l - 1] == '*' && strncmp(pats[i], metric, l - 1) == 0)
+            return true;
+    }
+    return false;
+}
+
+static int tab_grow(worker_t *w)
+{
+    size_t ncap = w->cap ? w->cap * 2 : 1024;
+    series_t *nt = calloc(ncap, sizeof(*nt));
+    if (!nt)
+        return SN_ENOMEM;
+    for (size_t i = 0; i < w->cap; i++) {
+        if (!w->tab[i].key)
+            continue;
+        size_t j = w->tab[i].key & (ncap - 1);
+        while (nt[j].key)
+            j = (j + 1) & (ncap - 1);
+        nt[j] = w->tab[i];
+    }
+    free(w->tab);
+    w->tab = nt;
+    w->cap = ncap;
+    return 0;
+}
+
+static series_t *series_get(worker_t *w, const pentry_t *p)
+{
+    sn_telemetry_t *t = w->t;
+    uint64_t key = p->series ? p->series : 1;
+    if (w->cap) {
+        size_t j = key & (w->cap - 1);
+        while (w->tab[j].key) {
+            if (w->tab[j].key == key)
+                return &w->tab[j];
+            j = (j + 1) & (w->cap - 1);
+        }
+    }
+    if (w->count >= t->series_cap) {
+        atomic_fetch_add(&t->dropped, 1);
+        return NULL;
+    }
+    if ((w->count + 1) * 4 > w->cap * 3 && tab_grow(w) != 0)
+        return NULL;
+    size_t j = key & (w->cap - 1);
+    while (w->tab[j].key)
+        j = (j + 1) & (w->cap - 1);
+    series_t *s = &w->tab[j];
+    const char *mp = (const char *)(p + 1);
+    s->metric = strndup(mp, p->metric_len);
+    s->labels = json_object();
+    const char *q = mp + p->metric_len;
+    for (uint16_t i = 0; i < p->nlabels; i++) {
+        uint16_t nl, vl;
+        memcpy(&nl, q, 2);
+        memcpy(&vl, q + 2, 2);
+        char *name = strndup(q + 4, nl);
+        json_object_set_new(s->labels, name, json_stringn(q + 4 + nl, vl));
+        free(name);
+        q += 4 + nl + vl;
+    }
+    s->state = t->state_size ? calloc(1, t->state_size) : NULL;
+    if (!s->metric || !s->labels || (t->state_size && !s->state)) {
+        free(s->metric);
+        json_decref(s->labels);
+        free(s->state);
+        memset(s, 0, sizeof(*s));
+        return NULL;
+    }
+    s->mask = 0;
+    for (size_t d = 0; d < t->ndets; d++)
+        if (metric_matches(t->dets[d].metrics, s->metric))
+            s->mask |= 1u << d;
+    s->key = key;
+    w->count++;
+    atomic_fetch_add(&t->series, 1);
+    return s;
+}
+
+/* ---- worker ---- */
+
+static void process_batch(worker_t *w, tbatch_t *b)
+{
+    sn_telemetry_t *t = w->t;
+    abatch_t *ab = NULL;
+    size_t off = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        const pentry_t *p = (const pentry_t *)(b->data + off);
+        off += p->size;
+        series_t *s = series_get(w, p);
+        if (!s)
+            continue;
+        sn_point_t pt = {.ts_ms = p->ts, .value = p->value, .series = s->key, .metric = s->metric};
+        for (size_t d = 0; d < t->ndets; d++) {
+            if (!(s->mask & (1u << d)))
+                continue;
+            sn_verdict_t v = {0};
+            if (t->dets[d].ops->observe(t->dets[d].self, s->state + t->offs[d], &pt, &v) == 0 &&
+                v.anomalous)
+                abatch_push(&ab, t, s, p, &v, t->dets[d].name);
+        }
+    }
+    atomic_fetch_add(&t->points, b->n);
+    abatch_flush(&ab);
+}
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->head && !w->stop)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->head && w->stop)
+            break;
+        tbatch_t *b = w->head;
+        w->head = b->next;
+        if (!w->head)
+            w->tail = NULL;
+        w->busy = 1;
+        pthread_mutex_unlock(&w->mu);
+        process_batch(w, b);
+        pthread_mutex_lock(&w->mu);
+        w->queued -= b->n;
+        w->busy = 0;
+        free(b);
+        if (!w->head)
+            pthread_cond_broadcast(&w->idle_cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+sn_telemetry_t *sn_telemetry_new(sn_runtime_t *rt, const sn_telemetry_opts_t *o,
+                                 const sn_tdetector_t *dets, size_t ndets, sn_anomaly_fn cb,
+                                 void *arg)
+{
+    if (ndets > SN_MAX_DETECTORS || o->workers < 1)
+        return NULL;
+    sn_telemetry_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->rt = rt;
+    t->cb = cb;
+    t->cb_arg = arg;
+    t->ndets = ndets;
+    for (size_t d = 0; d < ndets; d++) {
+        t->dets[d] = dets[d];
+        t->offs[d] = t->state_size;
+        /* Keep every detector's state 16-byte aligned. */
+        t->state_size += (dets[d].ops->state_size + 15) & ~(size_t)15;
+    }
+    t->nw = o->workers;
+    t->queue_cap = o->queue_points / (size_t)o->workers + 1;
+    t->series_cap = o->max_series / (size_t)o->workers + 1;
+    t->w = calloc((size_t)t->nw, sizeof(*t->w));
+    if (!t->w) {
+        free(t);
+        return NULL;
+    }
+    for (int i = 0; i < t->nw; i++) {
+        worker_t *w = &t->w[i];
+        w->t = t;
+        pthread_mutex_init(&w->mu, NULL);
+        pthread_cond_init(&w->cv, NULL);
+        pthread_cond_init(&w->idle_cv, NULL);
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            t->nw = i;
+            sn_telemetry_free(t);
+            return NULL;
+        }
+    }
+    return t;
+}
+
+void sn_telemetry_free(sn_telemetry_t *t)
+{
+    if (!t)
+        return;
+    for (int i = 0; i < t->nw; i++) {
+        worker_t *w = &t->w[i];
+        pthread_mutex_lock(&w->mu);
+        w->stop = 1;
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->thread, NULL);
+        for (size_t j = 0; j < w->cap; j++) {
+            if (!w->tab[j].key)
+                continue;
+            free(w->tab[j].metric);
+            json_decref(w->tab[j].labels);
+            free(w->tab[j].state);
+        }
+        free(w->tab);
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
+        pthread_cond_destroy(&w->idle_cv);
+    }
+    free(t->w);
+    free(t);
+}
+
+/* ---- producers ---- */
+
+sn_tbuild_t *sn_tbuild_new(sn_telemetry_t *t)
+{
+    sn_tbuild_t *b = calloc(1, sizeof(*b));
+    if (!b)
+        return NULL;
+    b->t = t;
+    b->b = calloc((size_t)t->nw, sizeof(*b->b));
+    if (!b->b) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void sn_tbuild_free(sn_tbuild_t *b)
+{
+    if (!b)
+        return;
+    for (int i = 0; i < b->t->nw; i++)
+        free(b->b[i]);
+    free(b->b);
+    free(b);
+}
+
+size_t sn_tbuild_count(const sn_tbuild_t *b)
+{
+    return b->n;
+}
+
+int sn_tbuild_add(sn_tbuild_t *b, const sn_record_t *rec)
+{
+    size_t ml = strlen(rec->metric);
+    size_t need = sizeof(pentry_t) + ml;
+    for (size_t i = 0; i < rec->nlabels; i++)
+        need += 4 + strlen(rec->labels[i].name) + strlen(rec->labels[i].value);
+    need = (need + 7) & ~(size_t)7;
+    if (need > UINT16_MAX || ml > UINT16_MAX || rec->nlabels > UINT16_MAX)
+        return SN_EINVAL; /* ingest limits keep records far below this */
+    int wi = (int)(rec->series % (uint64_t)b->t->nw);
+    tbatch_t *tb = b->b[wi];
+    if (!tb || tb->used + need > tb->cap) {
+        size_t cap = tb ? tb->cap * 2 : 16384;
+        while (cap < (tb ? tb->used : 0) + need)
+            cap *= 2;
+        tbatch_t *nb = realloc(tb, sizeof(*nb) + cap);
+        if (!nb)
+            return SN_ENOMEM;
+        if (!tb)
+            nb->n = nb->used = 0, nb->next = NULL;
+        nb->cap = cap;
+        b->b[wi] = tb = nb;
+    }
+    pentry_t *p = (pentry_t *)(tb->data + tb->used);
+    p->series = rec->series;
+    p->ts = rec->ts_ms;
+    p->value = rec->value;
+    p->size = (uint16_t)need;
+    p->metric_len = (uint16_t)ml;
+    p->nlabels = (uint16_t)rec->nlabels;
+    p->pad = 0;
+    char *q = (char *)(p + 1);
+    memcpy(q, rec->metric, ml);
+    q += ml;
+    for (size_t i = 0; i < rec->nlabels; i++) {
+        uint16_t nl = (uint16_t)strlen(rec->labels[i].name);
+        uint16_t vl = (uint16_t)strlen(rec->labels[i].value);
+        memcpy(q, &nl, 2);
+        memcpy(q + 2, &vl, 2);
+        memcpy(q + 4, rec->labels[i].name, nl);
+        memcpy(q + 4 + nl, rec->labels[i].value, vl);
+        q += 4 + nl + vl;
+    }
+    tb->used += need;
+    tb->n++;
+    b->n++;
+    return 0;
+}
+
+int sn_tbuild_commit(sn_tbuild_t *b)
+{
+    sn_telemetry_t *t = b->t;
+    int rc = 0;
+    /* Lock in index order so concurrent producers cannot deadlock; check room everywhere
+     * before enqueuing anywhere, so a body is taken whole or not at all. */
+    for (int i = 0; i < t->nw; i++)
+        pthread_mutex_lock(&t->w[i].mu);
+    for (int i = 0; i < t->nw; i++)
+        if (b->b[i] && t->w[i].queued + b->b[i]->n > t->queue_cap)
+            rc = SN_EAGAIN;
+    if (rc == 0) {
+        for (int i = 0; i < t->nw; i++) {
+            tbatch_t *tb = b->b[i];
+            if (!tb)
+                continue;
+            worker_t *w = &t->w[i];
+            tb->next = NULL;
+            if (w->tail)
+                w->tail->next = tb;
+            else
+                w->head = tb;
+            w->tail = tb;
+            w->queued += tb->n;
+            b->b[i] = NULL;
+            pthread_cond_signal(&w->cv);
+        }
+    }
+    for (int i = t->nw - 1; i >= 0; i--)
+        pthread_mutex_unlock(&t->w[i].mu);
+    if (rc)
+        atomic_fetch_add(&t->rejected, 1);
+    sn_tbuild_free(b);
+    return rc;
+}
+
+void sn_telemetry_flush(sn_telemetry_t *t)
+{
+    for (int i = 0; i < t->nw; i++) {
+        worker_t *w = &t->w[i];
+        pthread_mutex_lock(&w->mu);
+        while (w->head || w->busy)
+            pthread_cond_wait(&w->idle_cv, &w->mu);
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+void sn_telemetry_stats(sn_telemetry_t *t, sn_telemetry_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->points = atomic_load(&t->points);
+    out->anomalies = atomic_load(&t->anomalies);
+    out->series = atomic_load(&t->series);
+    out->series_dropped = atomic_load(&t->dropped);
+    out->rejected_batches = atomic_load(&t->rejected);
+    for (int i = 0; i < t->nw; i++) {
+        pthread_mutex_lock(&t->w[i].mu);
+        out->queued += t->w[i].queued;
+        pthread_mutex_unlock(&t->w[i].mu);
+    }
+}

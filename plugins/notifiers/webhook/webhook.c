@@ -1,0 +1,598 @@
+/**
+ * @file webhook.c
+ * Notifier `webhook`: POSTs each notification as JSON to a URL through the host's asynchronous
+ * HTTP client, signed when a secret is configured, retried with backoff when the receiver is
+ * unreachable or busy.
+ *
+ * Body: {"event", "incident": {"id","state","severity","title","services","hypotheses" (the top
+ * three by confidence),"plan"}, "sent_at" (RFC 3339, when the notification was queued)}.
+ *
+ * Headers: Content-Type: application/json, X-Sentinel-Event, X-Sentinel-Timestamp (unix seconds
+ * of this attempt) and, with `secret`, X-Sentinel-Signature: v1=<hex HMAC-SHA256(secret,
+ * timestamp + "." + body)>. A receiver recomputes the HMAC over the raw body and rejects stale
+ * timestamps, which defeats replays. Extra `header` lines are added as given.
+ *
+ * Delivery: 2xx succeeds; a transport error, 429 or 5xx is retried up to `max_retries` times
+ * after a full-jitter exponential backoff (uniform in [0, min(retry_max, retry_base * 2^n)]), or
+ * after the Retry-After seconds of a 429; any other status is final. At most `max_pending`
+ * deliveries are in progress; beyond that notify fails with SN_ENOMEM at once.
+ *
+ * Neither the secret, nor the signature, nor the URL (chat webhooks carry tokens in the path)
+ * is ever logged or put into an error.
+ */
+#include <sentinel/plugin.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define WH_HEADERS_MAX 32      /* extra `header` lines */
+#define WH_RESPONSE_MAX 65536  /* response body bytes read (only the status matters) */
+#define WH_HYPOTHESES 3        /* hypotheses carried in the body */
+#define WH_FIXED_HEADERS 6     /* content type, user agent, event, timestamp, signature, NULL */
+
+typedef struct wh wh_t;
+
+/* One notification being delivered. */
+typedef struct wh_delivery {
+    struct wh_delivery *next, *prev;
+    wh_t *w; /* NULL once the instance was destroyed while a request was in flight */
+    char *body;
+    size_t len;
+    char event[64];     /* sanitised: it goes into a header */
+    char incident[80];  /* for log lines */
+    int attempts;       /* requests sent so far */
+    int in_flight;      /* a request is out; its completion frees an orphan */
+    sn_timer_t *timer;  /* waiting to retry */
+    long last_status;   /* 0 = transport error */
+    char last_error[128];
+    sn_done_fn done;
+    void *arg;
+} wh_delivery_t;
+
+struct wh {
+    const sn_host_t *host;
+    const char *url;    /* host-owned */
+    const char *secret; /* host-owned, may be NULL */
+    const char *const *extra;
+    int64_t retry_base_ms, retry_max_ms, timeout_ms, max_retries, max_pending;
+    uint64_t rng;
+    wh_delivery_t *list;
+    size_t npending;
+    unsigned long sent, failed, dropped;
+    int stopping;
+    sn_done_fn stop_done;
+    void *stop_arg;
+};
+
+static const sn_param_t wh_params[] = {
+    {"url", SN_T_STRING, NULL, SN_PARAM_REQUIRED, "http:// or https:// URL the JSON is POSTed to"},
+    {"secret", SN_T_STRING, NULL, SN_PARAM_SECRET,
+     "HMAC-SHA256 key for X-Sentinel-Signature (use ${env:NAME} or ${file:/path})"},
+    {"header", SN_T_STRING, NULL, SN_PARAM_MULTI,
+     "repeatable: an extra request header, 'Name: value'"},
+    {"retry_base", SN_T_DURATION, "1s", 0, "first backoff ceiling; doubles on every retry"},
+    {"retry_max", SN_T_DURATION, "60s", 0, "longest wait between two attempts"},
+    {"max_retries", SN_T_INT, "5", 0, "retries after the first attempt before giving up"},
+    {"max_pending", SN_T_INT, "1000", 0, "deliveries in progress; more are refused"},
+    {"timeout", SN_T_DURATION, "10s", 0, "deadline of one request"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+/* xorshift64*: jitter only, nothing secret depends on it. */
+static uint64_t wh_rand(wh_t *w)
+{
+    w->rng ^= w->rng >> 12;
+    w->rng ^= w->rng << 25;
+    w->rng ^= w->rng >> 27;
+    return w->rng * 0x2545f4914f6cdd1dULL;
+}
+
+static void wh_count(wh_t *w, const char *name, const char *help)
+{
+    w->host->metric(w->host, SN_METRIC_COUNTER, name, help, 1);
+}
+
+static void wh_gauge(wh_t *w)
+{
+    w->host->metric(w->host, SN_METRIC_GAUGE, "notifier_webhook_pending",
+                    "Webhook deliveries in progress", (double)w->npending);
+}
+
+/* A header line must be "Name: value", the name an HTTP token, no CR or LF anywhere. */
+static const char *wh_header_problem(const char *h)
+{
+    const char *colon = strchr(h, ':');
+    if (!colon || colon == h)
+        return "must be 'Name: value'";
+    for (const char *p = h; p < colon; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+            return "has an invalid header name";
+    if (strpbrk(h, "\r\n"))
+        return "contains a line break";
+    size_t n = (size_t)(colon - h);
+    if ((n >= 11 && strncasecmp(h, "X-Sentinel-", 11) == 0) ||
+        (n == 14 && strncasecmp(h, "Content-Length", 14) == 0))
+        return "may not override a header the notifier sets";
+    return NULL;
+}
+
+/* Full jitter: uniform in [0, min(retry_max, retry_base * 2^(attempts-1))]. */
+static int64_t wh_backoff(wh_t *w, int attempts)
+{
+    int64_t ceil = w->retry_base_ms;
+    for (int i = 1; i < attempts && ceil < w->retry_max_ms; i++)
+        ceil *= 2;
+    if (ceil > w->retry_max_ms)
+        ceil = w->retry_max_ms;
+    return ceil > 0 ? (int64_t)(wh_rand(w) % (uint64_t)(ceil + 1)) : 0;
+}
+
+/* Retry-After as delay-seconds; the HTTP-date form is not honoured (backoff is used). */
+static int wh_retry_after(const sn_http_response_t *resp, int64_t *ms)
+{
+    const char *v = resp->header ? resp->header(resp, "Retry-After") : NULL;
+    if (!v)
+        return 0;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    int64_t s = 0;
+    int digits = 0;
+    for (; *v >= '0' && *v <= '9' && s < 86400; v++, digits++)
+        s = s * 10 + (*v - '0');
+    while (*v == ' ' || *v == '\t' || *v == '\r')
+        v++;
+    if (!digits || *v)
+        return 0;
+    *ms = s * 1000;
+    return 1;
+}
+
+/* ---- body -------------------------------------------------------------------------------- */
+
+static double wh_conf(const json_t *h)
+{
+    return json_number_value(json_object_get(h, "confidence"));
+}
+
+/* The top three hypotheses by confidence, keeping the given order among equals. */
+static json_t *wh_top_hypotheses(const json_t *hyps)
+{
+    json_t *out = json_array();
+    size_t n = json_array_size(hyps);
+    const json_t *top[WH_HYPOTHESES];
+    size_t k = 0;
+    for (size_t i = 0; out && i < n; i++) {
+        const json_t *h = json_array_get(hyps, i);
+        size_t pos = k;
+        while (pos > 0 && wh_conf(top[pos - 1]) < wh_conf(h))
+            pos--;
+        if (pos >= WH_HYPOTHESES)
+            continue;
+        if (k < WH_HYPOTHESES)
+            k++;
+        memmove(&top[pos + 1], &top[pos], (k - 1 - pos) * sizeof(top[0]));
+        top[pos] = h;
+    }
+    for (size_t i = 0; out && i < k; i++)
+        json_array_append_new(out, json_deep_copy(top[i]));
+    return out;
+}
+
+static void wh_rfc3339(int64_t ms, char *out, size_t cap)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char base[32];
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, cap, "%s.%03dZ", base, (int)(ms % 1000));
+}
+
+static json_t *wh_field(const json_t *incident, const char *key)
+{
+    json_t *v = json_object_get(incident, key);
+    return v ? json_deep_copy(v) : json_null();
+}
+
+/* Ownership: caller frees the returned string. */
+static char *wh_body(wh_t *w, const json_t *incident, const char *event)
+{
+    char sent_at[40];
+    wh_rfc3339(w->host->now_ms(w->host), sent_at, sizeof(sent_at));
+    json_t *doc = json_pack(
+        "{s:s,s:{s:o,s:o,s:o,s:o,s:o,s:o,s:o},s:s}", "event", event, "incident", "id",
+        wh_field(incident, "id"), "state", wh_field(incident, "state"), "severity",
+        wh_field(incident, "severity"), "title", wh_field(incident, "title"), "services",
+        wh_field(incident, "services"), "hypotheses",
+        wh_top_hypotheses(json_object_get(incident, "hypotheses")), "plan",
+        wh_field(incident, "plan"), "sent_at", sent_at);
+    char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    return s;
+}
+
+/* ---- delivery ---------------------------------------------------------------------------- */
+
+static void wh_send(wh_delivery_t *d);
+static void wh_maybe_stopped(wh_t *w);
+
+static void wh_unlink(wh_t *w, wh_delivery_t *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        w->list = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    d->next = d->prev = NULL;
+    w->npending--;
+}
+
+static void wh_free(wh_delivery_t *d)
+{
+    free(d->body);
+    free(d);
+}
+
+/* Complete @p d with @p rc and free it. Thread: loop. */
+static void wh_finish(wh_delivery_t *d, int rc)
+{
+    wh_t *w = d->w;
+    wh_unlink(w, d);
+    wh_gauge(w);
+    json_t *res = json_pack("{s:i,s:i}", "status", (int)d->last_status, "attempts", d->attempts);
+    if (rc == 0) {
+        w->sent++;
+        wh_count(w, "notifier_webhook_sent_total", "Webhook notifications delivered");
+    } else {
+        w->failed++;
+        wh_count(w, "notifier_webhook_failed_total", "Webhook notifications given up on");
+        if (res)
+            json_object_set_new(res, "error", json_string(d->last_error));
+        w->host->log(w->host, SN_LOG_WARN,
+                     "notification %s for incident %s not delivered after %d attempt%s: %s",
+                     d->event, d->incident, d->attempts, d->attempts == 1 ? "" : "s",
+                     d->last_error);
+    }
+    d->done(d->arg, rc, res);
+    json_decref(res);
+    wh_free(d);
+    wh_maybe_stopped(w);
+}
+
+static void wh_retry(void *arg)
+{
+    wh_delivery_t *d = arg;
+    d->timer = NULL;
+    wh_send(d);
+}
+
+/* Thread: loop. */
+static void wh_http_done(void *arg, const sn_http_response_t *resp)
+{
+    wh_delivery_t *d = arg;
+    d->in_flight = 0;
+    if (!d->w) {
+        wh_free(d);
+        return;
+    }
+    wh_t *w = d->w;
+    long st = resp ? resp->status : 0;
+    d->last_status = st;
+    if (st >= 200 && st < 300) {
+        wh_finish(d, 0);
+        return;
+    }
+    if (st == 0)
+        snprintf(d->last_error, sizeof(d->last_error), "%.120s",
+                 resp && resp->error ? resp->error : "no response");
+    else
+        snprintf(d->last_error, sizeof(d->last_error), "HTTP %ld", st);
+    int retryable = st == 0 || st == 429 || st >= 500;
+    if (!retryable || d->attempts > w->max_retries || w->stopping) {
+        wh_finish(d, SN_EIO);
+        return;
+    }
+    int64_t delay = 0;
+    if (!(st == 429 && wh_retry_after(resp, &delay)))
+        delay = wh_backoff(w, d->attempts);
+    if (delay > w->retry_max_ms)
+        delay = w->retry_max_ms;
+    wh_count(w, "notifier_webhook_retries_total", "Webhook attempts retried");
+    w->host->log(w->host, SN_LOG_DEBUG, "notification %s for incident %s: %s, retry %d in %lld ms",
+                 d->event, d->incident, d->last_error, d->attempts, (long long)delay);
+    d->timer = w->host->timer_add(w->host, delay, 0, wh_retry, d);
+    if (!d->timer) {
+        snprintf(d->last_error, sizeof(d->last_error), "cannot schedule a retry");
+        wh_finish(d, SN_EIO);
+    }
+}
+
+/* Sign and send one attempt. Thread: loop. */
+static void wh_send(wh_delivery_t *d)
+{
+    wh_t *w = d->w;
+    char ts_h[64], event_h[96], sig_h[96] = "";
+    const char *headers[WH_FIXED_HEADERS + WH_HEADERS_MAX];
+    size_t nh = 0;
+    long long ts = (long long)(w->host->now_ms(w->host) / 1000);
+    snprintf(ts_h, sizeof(ts_h), "X-Sentinel-Timestamp: %lld", ts);
+    snprintf(event_h, sizeof(event_h), "X-Sentinel-Event: %s", d->event);
+    headers[nh++] = "Content-Type: application/json";
+    headers[nh++] = "User-Agent: sentinel-webhook/1.0";
+    headers[nh++] = event_h;
+    headers[nh++] = ts_h;
+    if (w->secret) {
+        char prefix[32];
+        int plen = snprintf(prefix, sizeof(prefix), "%lld.", ts);
+        unsigned char mac[EVP_MAX_MD_SIZE];
+        unsigned int maclen = 0;
+        unsigned char *msg = malloc((size_t)plen + d->len);
+        if (!msg) {
+            snprintf(d->last_error, sizeof(d->last_error), "out of memory");
+            wh_finish(d, SN_ENOMEM);
+            return;
+        }
+        memcpy(msg, prefix, (size_t)plen);
+        memcpy(msg + plen, d->body, d->len);
+        unsigned char *ok = HMAC(EVP_sha256(), w->secret, (int)strlen(w->secret), msg,
+                                 (size_t)plen + d->len, mac, &maclen);
+        free(msg);
+        if (!ok) {
+            snprintf(d->last_error, sizeof(d->last_error), "cannot compute the signature");
+            wh_finish(d, SN_EIO);
+            return;
+        }
+        size_t off = (size_t)snprintf(sig_h, sizeof(sig_h), "X-Sentinel-Signature: v1=");
+        for (unsigned int i = 0; i < maclen && off + 3 <= sizeof(sig_h); i++)
+            off += (size_t)snprintf(sig_h + off, sizeof(sig_h) - off, "%02x", mac[i]);
+        OPENSSL_cleanse(mac, sizeof(mac));
+        headers[nh++] = sig_h;
+    }
+    for (const char *const *e = w->extra; e && *e; e++)
+        headers[nh++] = *e;
+    headers[nh] = NULL;
+    sn_http_request_t req = {
+        .struct_size = sizeof(req),
+        .method = "POST",
+        .url = w->url,
+        .headers = headers,
+        .body = d->body,
+        .body_len = d->len,
+        .timeout_ms = (long)w->timeout_ms,
+        .max_response = WH_RESPONSE_MAX,
+    };
+    d->attempts++;
+    d->in_flight = 1;
+    int rc = w->host->http(w->host, &req, wh_http_done, d);
+    OPENSSL_cleanse(sig_h, sizeof(sig_h));
+    if (rc != 0) {
+        /* The host refused synchronously: handle it like a transport error (retry or give up). */
+        sn_http_response_t none = {.status = 0, .error = "request refused by the HTTP client"};
+        wh_http_done(d, &none);
+    }
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+static int wh_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn_err_t *err)
+{
+    wh_t *w = calloc(1, sizeof(*w));
+    int rc = SN_EINVAL;
+    if (!w) {
+        snprintf(err->msg, sizeof(err->msg), "out of memory");
+        return SN_ENOMEM;
+    }
+    w->host = host;
+    w->url = host->cfg_str(cfg, "url");
+    w->secret = host->cfg_str(cfg, "secret");
+    if (w->secret && !w->secret[0])
+        w->secret = NULL;
+    w->extra = host->cfg_list(cfg, "header");
+    w->retry_base_ms = host->cfg_int(cfg, "retry_base");
+    w->retry_max_ms = host->cfg_int(cfg, "retry_max");
+    w->max_retries = host->cfg_int(cfg, "max_retries");
+    w->max_pending = host->cfg_int(cfg, "max_pending");
+    w->timeout_ms = host->cfg_int(cfg, "timeout");
+    w->rng = (uint64_t)host->now_ms(host) ^ ((uint64_t)host->mono_ms(host) << 21) ^
+             (uint64_t)(uintptr_t)w;
+    if (!w->rng)
+        w->rng = 0x9e3779b97f4a7c15ULL;
+    /* The URL is not echoed: chat webhooks carry their token in it. */
+    if (!w->url || (strncasecmp(w->url, "http://", 7) != 0 &&
+                    strncasecmp(w->url, "https://", 8) != 0)) {
+        snprintf(err->msg, sizeof(err->msg), "url must start with http:// or https://");
+        goto out;
+    }
+    size_t n = 0;
+    for (const char *const *e = w->extra; e && *e; e++, n++) {
+        const char *why = wh_header_problem(*e);
+        if (why) {
+            /* Not echoed either: a header value is often a token. */
+            snprintf(err->msg, sizeof(err->msg), "header %zu %s", n + 1, why);
+            goto out;
+        }
+    }
+    if (n > WH_HEADERS_MAX) {
+        snprintf(err->msg, sizeof(err->msg), "at most %d header lines", WH_HEADERS_MAX);
+        goto out;
+    }
+    if (w->retry_base_ms < 1 || w->retry_max_ms < w->retry_base_ms) {
+        snprintf(err->msg, sizeof(err->msg),
+                 "retry_base must be at least 1ms and retry_max at least retry_base");
+        goto out;
+    }
+    if (w->max_retries < 0 || w->max_retries > 100) {
+        snprintf(err->msg, sizeof(err->msg), "max_retries must be between 0 and 100");
+        goto out;
+    }
+    if (w->max_pending < 1 || w->max_pending > 1000000) {
+        snprintf(err->msg, sizeof(err->msg), "max_pending must be between 1 and 1000000");
+        goto out;
+    }
+    if (w->timeout_ms < 1) {
+        snprintf(err->msg, sizeof(err->msg), "timeout must be positive");
+        goto out;
+    }
+    rc = 0;
+    *self = w;
+out:
+    if (rc != 0)
+        free(w);
+    return rc;
+}
+
+static void wh_maybe_stopped(wh_t *w)
+{
+    if (!w->stopping || !w->stop_done || w->npending)
+        return;
+    sn_done_fn done = w->stop_done;
+    w->stop_done = NULL;
+    done(w->stop_arg, 0, NULL);
+}
+
+/**
+ * Drain: deliveries waiting for a retry get one last attempt now, requests in flight finish,
+ * nothing is retried any more; done runs when none is left (possibly before this returns).
+ */
+static void wh_stop(void *self, sn_done_fn done, void *arg)
+{
+    wh_t *w = self;
+    w->stopping = 1;
+    w->stop_done = done;
+    w->stop_arg = arg;
+    for (wh_delivery_t *d = w->list, *next; d; d = next) {
+        next = d->next;
+        if (d->timer) {
+            w->host->timer_del(d->timer);
+            d->timer = NULL;
+            wh_send(d);
+        }
+    }
+    wh_maybe_stopped(w);
+}
+
+/** Every delivery still in progress completes now with SN_EIO; requests in flight are left to
+ * finish on their own and only free their delivery. */
+static void wh_destroy(void *self)
+{
+    wh_t *w = self;
+    while (w->list) {
+        wh_delivery_t *d = w->list;
+        wh_unlink(w, d);
+        if (d->timer)
+            w->host->timer_del(d->timer);
+        d->done(d->arg, SN_EIO, NULL);
+        if (d->in_flight)
+            d->w = NULL;
+        else
+            wh_free(d);
+    }
+    free(w);
+}
+
+static int wh_health(void *self, sn_health_t *out)
+{
+    wh_t *w = self;
+    out->ok = w->npending < (size_t)w->max_pending;
+    snprintf(out->detail, sizeof(out->detail), "%lu delivered, %lu failed, %lu dropped, %zu pending",
+             w->sent, w->failed, w->dropped, w->npending);
+    return 0;
+}
+
+/**
+ * Queue one notification and send its first attempt. done runs once: later with 0 (2xx) or
+ * SN_EIO (given up), or before this returns with SN_ENOMEM (queue full), SN_EAGAIN (stopping)
+ * or SN_EINVAL. Result: {"status": last HTTP status, "attempts": n[, "error"]}.
+ * Ownership: @p incident and @p event are borrowed (the body is built before this returns).
+ * Thread: loop.
+ */
+static void wh_notify(void *self, const json_t *incident, const char *event, sn_done_fn done,
+                      void *arg)
+{
+    wh_t *w = self;
+    int rc = 0;
+    wh_delivery_t *d = NULL;
+    if (!json_is_object(incident) || !event) {
+        rc = SN_EINVAL;
+        goto out;
+    }
+    if (w->stopping) {
+        rc = SN_EAGAIN;
+        goto out;
+    }
+    if (w->npending >= (size_t)w->max_pending) {
+        w->dropped++;
+        wh_count(w, "notifier_webhook_dropped_total",
+                 "Webhook notifications refused because max_pending was reached");
+        w->host->log(w->host, SN_LOG_WARN,
+                     "%zu deliveries pending (max_pending): notification %.32s dropped",
+                     w->npending, event);
+        rc = SN_ENOMEM;
+        goto out;
+    }
+    d = calloc(1, sizeof(*d));
+    if (!d || !(d->body = wh_body(w, incident, event))) {
+        rc = SN_ENOMEM;
+        goto out;
+    }
+    d->len = strlen(d->body);
+    d->w = w;
+    d->done = done;
+    d->arg = arg;
+    size_t i = 0;
+    for (const char *p = event; *p && i + 1 < sizeof(d->event); p++)
+        if (isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '.')
+            d->event[i++] = *p;
+    d->event[i] = '\0';
+    const char *id = json_string_value(json_object_get(incident, "id"));
+    snprintf(d->incident, sizeof(d->incident), "%s", id ? id : "?");
+    d->next = w->list;
+    if (w->list)
+        w->list->prev = d;
+    w->list = d;
+    w->npending++;
+    wh_gauge(w);
+    wh_send(d);
+    return;
+out:
+    if (d)
+        wh_free(d);
+    done(arg, rc, NULL);
+}
+
+static const sn_notifier_ops_t wh_ops = {
+    .struct_size = sizeof(sn_notifier_ops_t),
+    .notify = wh_notify,
+};
+
+static const sn_plugin_t wh_plugin = {
+    SN_PLUGIN_ABI,
+    .kind = SN_NOTIFIER,
+    .type = "webhook",
+    .version = "1.0.0",
+    .summary = "signed JSON POST per notification, retried with backoff",
+    .params = wh_params,
+    .create = wh_create,
+    .stop = wh_stop,
+    .destroy = wh_destroy,
+    .health = wh_health,
+    .ops = &wh_ops,
+};
+
+/** The one exported symbol. Ownership: the descriptor is static and never freed. */
+SN_EXPORT const sn_plugin_t *sn_plugin_entry(const sn_host_t *host)
+{
+    (void)host;
+    return &wh_plugin;
+}
