@@ -88,7 +88,7 @@ static int cmp_label(const void *a, const void *b)
 
 typedef struct bad {
     int reason;
-    char msg[200];
+    char msg[256];
 } bad_t;
 
 static int parse_ts(json_t *v, int64_t *out)
@@ -122,7 +122,7 @@ static int parse_line(const char *line, size_t n, const sn_ingest_limits_t *lim,
     if (!o) {
         int overflow = strstr(err.text, "overflow") != NULL;
         bad->reason = overflow ? SN_IR_NONFINITE : SN_IR_JSON;
-        snprintf(bad->msg, sizeof(bad->msg), "%s: %s (column %d)",
+        snprintf(bad->msg, sizeof(bad->msg), "%s: %.80s (column %d)",
                  overflow ? "field 'value': not a finite number" : "not JSON", err.text,
                  err.column);
         return -1;
