@@ -100,6 +100,11 @@ static const char *class_name(int c)
     return n[c];
 }
 
+static const char *article(const char *word)
+{
+    return strchr("aeiou", word[0]) ? "an" : "a";
+}
+
 static int add_node(sn_graph_t *g, const char *name, sn_graph_lookup_fn lookup, void *arg)
 {
     for (size_t i = 0; i < g->nnodes; i++)
@@ -344,8 +349,9 @@ sn_graph_t *sn_graph_build(const sn_conf_t *c, const sn_conf_section_t *pipeline
                         sn_kind_name(x->kind), sn_kind_name(x->kind));
             errs++;
         } else if (!(allowed_to(ca) & (1u << cb))) {
-            sn_diag_add(d, file, ed->line, "edge %s -> %s: a %s cannot lead to a %s", a->name,
-                        b->name, class_name(ca), class_name(cb));
+            sn_diag_add(d, file, ed->line, "edge %s -> %s: %s %s cannot lead to %s %s", a->name,
+                        b->name, article(class_name(ca)), class_name(ca), article(class_name(cb)),
+                        class_name(cb));
             errs++;
         }
     }

@@ -706,23 +706,32 @@ static void snapshot_done(void *arg, int status, json_t *result)
     sn_workflow_checkpoint(inc, intent_saved, 0);
 }
 
+/* After a crash between intent and outcome: if verify says the change holds, record it as
+ * done; if not, the change never landed, so run it now with the same idempotency key, which
+ * lets the executor recognise a call it did receive. Nothing is ever run without this check. */
 static void resume_verified(void *arg, int status, json_t *result)
 {
     exec_ctx_t *x = arg;
     sn_incident_t *inc = x->inc;
-    exec_record(x, status == 0 ? "done" : "failed", result);
-    json_object_set_new(
-        x->exrec, "resumed",
-        json_string(status == 0 ? "verified after restart" : "unverified after restart"));
+    const char *key = json_string_value(json_object_get(x->exrec, "key"));
+    if (status == 0) {
+        exec_record(x, "done", result);
+        json_object_set_new(x->exrec, "resumed", json_string("verified after restart"));
+        sn_auditlog_append(inc->eng, "sentinel", "execution_resumed", inc->id, x->exrec);
+        sn_incident_event(inc, x->lv->in->name, "resumed",
+                          "intent without outcome for %s: verified, not re-run", key);
+        x->idx++;
+        sn_workflow_checkpoint(inc, exec_step_saved, 0);
+        return;
+    }
+    json_object_set_new(x->exrec, "resumed",
+                        json_string("not applied before restart: executed with the same key"));
     sn_auditlog_append(inc->eng, "sentinel", "execution_resumed", inc->id, x->exrec);
     sn_incident_event(inc, x->lv->in->name, "resumed",
-                      "intent without outcome for %s: %s, not re-run",
-                      json_string_value(json_object_get(x->exrec, "key")),
-                      status == 0 ? "verified" : "verification failed");
-    if (status != 0)
-        x->failed = 1;
-    x->idx++;
-    sn_workflow_checkpoint(inc, exec_step_saved, 0);
+                      "intent without outcome for %s: change not found, executing it once with "
+                      "the same idempotency key",
+                      key);
+    intent_saved(inc);
 }
 
 static void exec_finish(exec_ctx_t *x);

@@ -64,7 +64,7 @@ typedef struct rb {
 
 static const sn_param_t rb_params[] = {
     {"rule", SN_T_STRING, NULL, SN_PARAM_MULTI,
-     "repeatable: '<matcher> -> <executor>:<verb> <target> [key=value ...]', matcher "
+     "'<matcher> -> <executor>:<verb> <target> [key=value ...]', matcher "
      "cause~TEXT, service=NAME or *; target and values may use {service}, {version}, "
      "{namespace} or any hypothesis label as {name}; e.g. "
      "'cause~deploy -> k8s:rollout_restart deployment/{namespace}/{service}'; no commas"},

@@ -223,9 +223,8 @@ static int mk_transform(const mk_t *m, json_t *state, const char *verb, const js
         json_object_set_new(state, "healthy", json_false());
     else if (m->heal)
         json_object_set_new(state, "healthy", json_true());
-    json_object_set_new(
-        state, "generation",
-        json_integer(json_integer_value(json_object_get(state, "generation")) + 1));
+    json_object_set_new(state, "generation",
+                        json_integer(json_integer_value(json_object_get(state, "generation")) + 1));
     return 0;
 }
 
@@ -410,8 +409,7 @@ static int mk_journal_load(mk_t *m, sn_err_t *err)
         } else if (ok && (strcmp(op, "execute") == 0 || strcmp(op, "rollback") == 0)) {
             int dedup = json_is_true(json_object_get(result, "deduplicated"));
             if (target && json_is_object(state) && !dedup &&
-                (json_object_get(m->world, target) ||
-                 json_object_size(m->world) < MK_TARGETS_MAX))
+                (json_object_get(m->world, target) || json_object_size(m->world) < MK_TARGETS_MAX))
                 json_object_set(m->world, target, state);
             if (strcmp(op, "execute") == 0 && key && result && !dedup &&
                 !json_object_get(m->keys, key) && json_object_size(m->keys) < MK_KEYS_MAX) {
@@ -561,8 +559,9 @@ static int mk_health(void *self, sn_health_t *out)
 {
     mk_t *m = self;
     out->ok = 1;
-    snprintf(out->detail, sizeof(out->detail), "%zu targets, %lu calls, %lu mutations, %lu failures",
-             json_object_size(m->world), m->calls, m->mutations, m->failures);
+    snprintf(out->detail, sizeof(out->detail),
+             "%zu targets, %lu calls, %lu mutations, %lu failures", json_object_size(m->world),
+             m->calls, m->mutations, m->failures);
     return 0;
 }
 
@@ -609,8 +608,8 @@ static void mk_assess(void *self, const sn_action_t *a, sn_done_fn done, void *a
                      : NULL;
     if (st && !res)
         rc = SN_ENOMEM;
-    mk_record(m, "assess", a->incident, a->target, a->verb, a->idempotency_key, a->dry_run, rc,
-              res, NULL);
+    mk_record(m, "assess", a->incident, a->target, a->verb, a->idempotency_key, a->dry_run, rc, res,
+              NULL);
     done(arg, rc, res);
     json_decref(res);
 }
@@ -679,8 +678,8 @@ static void mk_apply(mk_t *m, const char *incident, const char *verb, const char
     json_object_set(m->world, target, after);
     m->mutations++;
     mk_count(m, "executor_mock_mutations_total", "executes that changed the world");
-    res = json_pack("{s:s,s:s,s:b,s:O,s:o}", "verb", verb, "target", target, "changed", 1,
-                    "before", before, "after", mk_view(target, after));
+    res = json_pack("{s:s,s:s,s:b,s:O,s:o}", "verb", verb, "target", target, "changed", 1, "before",
+                    before, "after", mk_view(target, after));
     if (res && key)
         json_object_set_new(m->keys, key, json_deep_copy(res));
     mk_record(m, "execute", incident, target, verb, key, 0, 0, res, after);
@@ -813,11 +812,11 @@ static void mk_verify(void *self, const sn_action_t *a, sn_done_fn done, void *a
     int owned;
     json_t *st = mk_state(m, a->target, 1, &owned);
     int healthy = st && json_is_true(json_object_get(st, "healthy"));
-    json_t *res = st ? json_pack("{s:b,s:o}", "healthy", healthy, "state", mk_view(a->target, st))
-                     : NULL;
+    json_t *res =
+        st ? json_pack("{s:b,s:o}", "healthy", healthy, "state", mk_view(a->target, st)) : NULL;
     int rc = !st ? SN_ENOMEM : healthy ? 0 : SN_EIO;
-    mk_record(m, "verify", a->incident, a->target, a->verb, a->idempotency_key, a->dry_run, rc,
-              res, NULL);
+    mk_record(m, "verify", a->incident, a->target, a->verb, a->idempotency_key, a->dry_run, rc, res,
+              NULL);
     done(arg, rc, res);
     json_decref(res);
 }

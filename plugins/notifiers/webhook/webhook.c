@@ -33,10 +33,10 @@
 #include <strings.h>
 #include <time.h>
 
-#define WH_HEADERS_MAX 32      /* extra `header` lines */
-#define WH_RESPONSE_MAX 65536  /* response body bytes read (only the status matters) */
-#define WH_HYPOTHESES 3        /* hypotheses carried in the body */
-#define WH_FIXED_HEADERS 6     /* content type, user agent, event, timestamp, signature, NULL */
+#define WH_HEADERS_MAX 32     /* extra `header` lines */
+#define WH_RESPONSE_MAX 65536 /* response body bytes read (only the status matters) */
+#define WH_HYPOTHESES 3       /* hypotheses carried in the body */
+#define WH_FIXED_HEADERS 6    /* content type, user agent, event, timestamp, signature, NULL */
 
 typedef struct wh wh_t;
 
@@ -46,12 +46,12 @@ typedef struct wh_delivery {
     wh_t *w; /* NULL once the instance was destroyed while a request was in flight */
     char *body;
     size_t len;
-    char event[64];     /* sanitised: it goes into a header */
-    char incident[80];  /* for log lines */
-    int attempts;       /* requests sent so far */
-    int in_flight;      /* a request is out; its completion frees an orphan */
-    sn_timer_t *timer;  /* waiting to retry */
-    long last_status;   /* 0 = transport error */
+    char event[64];    /* sanitised: it goes into a header */
+    char incident[80]; /* for log lines */
+    int attempts;      /* requests sent so far */
+    int in_flight;     /* a request is out; its completion frees an orphan */
+    sn_timer_t *timer; /* waiting to retry */
+    long last_status;  /* 0 = transport error */
     char last_error[128];
     sn_done_fn done;
     void *arg;
@@ -79,7 +79,8 @@ static const sn_param_t wh_params[] = {
     {"header", SN_T_STRING, NULL, SN_PARAM_MULTI,
      "repeatable: an extra request header, 'Name: value'"},
     {"retry_base", SN_T_DURATION, "1s", 0, "first backoff ceiling; doubles on every retry"},
-    {"retry_max", SN_T_DURATION, "60s", 0, "longest wait between two attempts"},
+    {"retry_max", SN_T_DURATION, "60s", 0,
+     "longest wait between two attempts, also the cap on a Retry-After"},
     {"max_retries", SN_T_INT, "5", 0, "retries after the first attempt before giving up"},
     {"max_pending", SN_T_INT, "1000", 0, "deliveries in progress; more are refused"},
     {"timeout", SN_T_DURATION, "10s", 0, "deadline of one request"},
@@ -209,13 +210,13 @@ static char *wh_body(wh_t *w, const json_t *incident, const char *event)
 {
     char sent_at[40];
     wh_rfc3339(w->host->now_ms(w->host), sent_at, sizeof(sent_at));
-    json_t *doc = json_pack(
-        "{s:s,s:{s:o,s:o,s:o,s:o,s:o,s:o,s:o},s:s}", "event", event, "incident", "id",
-        wh_field(incident, "id"), "state", wh_field(incident, "state"), "severity",
-        wh_field(incident, "severity"), "title", wh_field(incident, "title"), "services",
-        wh_field(incident, "services"), "hypotheses",
-        wh_top_hypotheses(json_object_get(incident, "hypotheses")), "plan",
-        wh_field(incident, "plan"), "sent_at", sent_at);
+    json_t *doc =
+        json_pack("{s:s,s:{s:o,s:o,s:o,s:o,s:o,s:o,s:o},s:s}", "event", event, "incident", "id",
+                  wh_field(incident, "id"), "state", wh_field(incident, "state"), "severity",
+                  wh_field(incident, "severity"), "title", wh_field(incident, "title"), "services",
+                  wh_field(incident, "services"), "hypotheses",
+                  wh_top_hypotheses(json_object_get(incident, "hypotheses")), "plan",
+                  wh_field(incident, "plan"), "sent_at", sent_at);
     char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     return s;
@@ -409,8 +410,8 @@ static int wh_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
     if (!w->rng)
         w->rng = 0x9e3779b97f4a7c15ULL;
     /* The URL is not echoed: chat webhooks carry their token in it. */
-    if (!w->url || (strncasecmp(w->url, "http://", 7) != 0 &&
-                    strncasecmp(w->url, "https://", 8) != 0)) {
+    if (!w->url ||
+        (strncasecmp(w->url, "http://", 7) != 0 && strncasecmp(w->url, "https://", 8) != 0)) {
         snprintf(err->msg, sizeof(err->msg), "url must start with http:// or https://");
         goto out;
     }
@@ -505,8 +506,9 @@ static int wh_health(void *self, sn_health_t *out)
 {
     wh_t *w = self;
     out->ok = w->npending < (size_t)w->max_pending;
-    snprintf(out->detail, sizeof(out->detail), "%lu delivered, %lu failed, %lu dropped, %zu pending",
-             w->sent, w->failed, w->dropped, w->npending);
+    snprintf(out->detail, sizeof(out->detail),
+             "%lu delivered, %lu failed, %lu dropped, %zu pending", w->sent, w->failed, w->dropped,
+             w->npending);
     return 0;
 }
 
