@@ -41,7 +41,9 @@ try:
     st, _, hdr = d.request("GET", "/health", key="")
     check(len(hdr.get("X-Request-ID", "")) == 36, "X-Request-ID generated")
     d.key = KEYS["admin"]
-    st, audit = d.json("GET", "/v1/audit?action=login_failed")
+    # Audit appends are asynchronous: wait for the queue to reach the store.
+    audit = d.wait_for(lambda: (lambda a: a if len(a["records"]) >= 2 * len(routes) else None)(
+        d.json("GET", "/v1/audit?action=login_failed")[1]), what="login failures in the audit")
     check(len(audit["records"]) >= 2 * len(routes), "login failures audited")
     check(all("key" not in r["detail"] for r in audit["records"]), "no key text in the audit")
     st, raw, _ = d.request("GET", "/metrics")
