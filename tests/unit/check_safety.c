@@ -43,7 +43,8 @@ START_TEST(whitelist_refuses_bypass_attempts)
         "deployment/shop/./checkout",
         "deployment/shop/check out",
         "deployment/shop/checkout\n",
-        "deployment/shop/ch\xc3\xa9" "ckout",
+        "deployment/shop/ch\xc3\xa9"
+        "ckout",
         "statefulset/shop/checkout",
         "pod/shop/api-1",
         "instance/us-west-2/i-0abc",
@@ -119,12 +120,12 @@ START_TEST(audit_chain_detects_changes)
         p = json_string_value(json_object_get(recs[i], "hash"));
     }
     json_object_set_new(json_object_get(recs[2], "detail"), "n", json_integer(99));
-    ck_assert_int_ne(sn_audit_check(recs[2], json_string_value(json_object_get(recs[1], "hash")),
-                                    2, why, sizeof(why)),
+    ck_assert_int_ne(sn_audit_check(recs[2], json_string_value(json_object_get(recs[1], "hash")), 2,
+                                    why, sizeof(why)),
                      0);
     ck_assert(strstr(why, "hash mismatch") != NULL);
-    ck_assert_int_ne(sn_audit_check(recs[3], json_string_value(json_object_get(recs[1], "hash")),
-                                    2, why, sizeof(why)),
+    ck_assert_int_ne(sn_audit_check(recs[3], json_string_value(json_object_get(recs[1], "hash")), 2,
+                                    why, sizeof(why)),
                      0);
     ck_assert(strstr(why, "seq gap") != NULL);
     for (int i = 0; i < 5; i++)
