@@ -142,7 +142,7 @@ static void attach(sn_engine_t *e, sn_incident_t *inc, const sn_anomaly_t *a)
     (void)e;
 }
 
-static void attach_changes(sn_engine_t *e, sn_incident_t *inc)
+void sn_correlate_attach_changes(sn_engine_t *e, sn_incident_t *inc)
 {
     /* Changes in the hour before onset up to now are the candidate causes. */
     json_t *out = json_object_get(inc->doc, "changes");
@@ -160,7 +160,7 @@ static void attach_changes(sn_engine_t *e, sn_incident_t *inc)
 static void release(sn_engine_t *e, sn_incident_t *inc)
 {
     inc->gathering = 0;
-    attach_changes(e, inc);
+    sn_correlate_attach_changes(e, inc);
     sn_incident_set_state(inc, "analyzing");
     sn_incident_event(inc, "correlate", "opened", "%lld anomalies on %zu services",
                       (long long)json_integer_value(json_object_get(inc->doc, "anomaly_count")),

@@ -101,6 +101,8 @@ void sn_incidents_free(sn_engine_t *e);
 void sn_correlate_anomalies(void *eng, const sn_anomaly_t *a, size_t n);
 void sn_correlate_tick(sn_engine_t *e);
 void sn_correlate_change(sn_engine_t *e, json_t *change);
+/** Refresh the incident's candidate causes from the recent change events. */
+void sn_correlate_attach_changes(sn_engine_t *e, sn_incident_t *inc);
 
 /* workflow.c */
 /** Continue an incident from node @p from with @p outcome (picks the next edge). */

@@ -482,6 +482,8 @@ static void analyzed(void *arg, int status, json_t *result)
 static void run_analyzer(sn_incident_t *inc, int node, sn_live_t *lv)
 {
     sn_incident_set_state(inc, "analyzing");
+    /* A change event may have arrived after the incident opened (ingest and detection race). */
+    sn_correlate_attach_changes(inc->eng, inc);
     step_ctx_t *sc = step_new(inc, node, lv);
     if (!sc)
         return;

@@ -283,6 +283,11 @@ START_TEST(idempotency_survives_recreate)
             ck_assert_str_eq(json_string_value(json_object_get(rec, "key")), "inc3:1:1");
             ck_assert_str_eq(json_string_value(json_object_get(rec, "verb")), "restart_pod");
             ck_assert(json_is_false(json_object_get(rec, "dry_run")));
+            /* The first execute mutated; the second was answered from the key. */
+            int first_one = executes == 1;
+            ck_assert(json_is_boolean(json_object_get(rec, "mutated")));
+            ck_assert_int_eq(json_is_true(json_object_get(rec, "mutated")), first_one);
+            ck_assert_int_eq(json_is_true(json_object_get(rec, "deduplicated")), !first_one);
         }
         snapshots += strcmp(op, "snapshot") == 0;
         json_decref(rec);

@@ -18,11 +18,12 @@
  * then healthy = false when `worsen`, true when `heal` (default), unchanged otherwise.
  *
  * Journal: one JSON object a line, {"ts","op","incident","target","verb","key","dry_run",
- * "status","result"[, "state"]}, appended through host->offload (never on the loop) by one writer
- * at a time, so lines keep call order. At create the journal (when configured) is read back:
- * successful executes restore the idempotency keys with their first result, and executes and
- * rollbacks restore the world, so a re-created instance behaves like the one before it.
- * Reading it there is blocking I/O, done once at load time before the instance serves calls.
+ * "status","result"[, "state"]} (executes add "deduplicated" and "mutated"), appended through
+ * host->offload (never on the loop) by one writer at a time, so lines keep call order. At create
+ * the journal (when configured) is read back: successful executes restore the idempotency keys with
+ * their first result, and executes and rollbacks restore the world, so a re-created instance
+ * behaves like the one before it. Reading it there is blocking I/O, done once at load time before
+ * the instance serves calls.
  *
  * Completion: with latency_ms = 0 every callback completes synchronously, before the call
  * returns (the ABI allows it; callers must not assume either order). With latency_ms > 0 an
@@ -344,6 +345,12 @@ static void mk_record(mk_t *m, const char *op, const char *incident, const char 
                             "status", status, "result", result);
     if (rec && state)
         json_object_set_new(rec, "state", json_deep_copy(state));
+    /* Top-level flags so a reader can count real mutations without parsing results. */
+    if (rec && strcmp(op, "execute") == 0) {
+        json_object_set_new(rec, "deduplicated",
+                            json_boolean(json_is_true(json_object_get(result, "deduplicated"))));
+        json_object_set_new(rec, "mutated", json_boolean(state != NULL));
+    }
     char *line = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     json_decref(rec);
     if (!line) {
