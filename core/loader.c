@@ -110,8 +110,9 @@ static int check_descriptor(const sn_plugin_t *p, const char *path, sn_kind_t wa
         return SN_EINVAL;
     }
     if (want_kind && p->kind != want_kind) {
-        snprintf(why, whylen, "%s: is a %s plugin, not a %s", path, sn_kind_name(p->kind),
-                 sn_kind_name(want_kind));
+        const char *w = sn_kind_name(want_kind);
+        snprintf(why, whylen, "%s: is a %s plugin, not %s %s", path, sn_kind_name(p->kind),
+                 strchr("aeiou", w[0]) ? "an" : "a", w);
         return SN_EINVAL;
     }
     if (!p->type || (want_type && strcmp(p->type, want_type) != 0)) {
