@@ -31,3 +31,21 @@ try:
     check(len(mutations) <= 1, "at most one mutating execute (%d)" % len(mutations))
 finally:
     d.cleanup()
+
+# A second kill point: while an incident waits for a human. The restarted daemon resumes it
+# still waiting; the approval then runs it to the end, once.
+d = Daemon().start()
+try:
+    d.post_file(scenario("payments-memory"))
+    waiting = d.wait_for(lambda: d.incidents("awaiting_approval"), what="an approval request")[0]
+    d.kill9()
+    d.start()
+    again = d.wait_for(lambda: d.incidents("awaiting_approval"), what="the resumed approval")
+    check([i["id"] for i in again] == [waiting["id"]], "the waiting incident is waiting again")
+    st, _ = d.json("POST", "/v1/incidents/%s/approve" % waiting["id"], "{}")
+    check(st == 200, "approval after restart accepted")
+    doc = d.wait_for(lambda: (lambda s: s[1] if s[1]["state"] == "resolved" else None)(
+        d.json("GET", "/v1/incidents/" + waiting["id"])), what="resolution after restart")
+    check(len(doc["executions"]) == 1, "one execution after the restart")
+finally:
+    d.cleanup()
