@@ -107,6 +107,7 @@ struct sn_cfg {
     char ***lists; /**< NULL-terminated lists, built lazily for SN_T_LIST */
     const sn_param_t *params;
     size_t n;
+    const sn_param_t *core_params; /**< the core's table for this section, or NULL */
 };
 
 /** Validate section @p s against @p params plus the core keys @p core_params (may be NULL):
