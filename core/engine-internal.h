@@ -62,7 +62,8 @@ struct sn_engine {
     sn_loader_t *loader;
     sn_host_t loader_host;
     sn_model_t *model;
-    sn_live_t *live; /**< parallel to model->inst */
+    sn_live_t **live; /**< parallel to model->inst; each allocated alone so its address
+                          survives a reload that carries it over */
     size_t nlive;
     sn_telemetry_t *tel;
     sn_api_t *api;
@@ -84,6 +85,9 @@ struct sn_engine {
     char instance_id[128];
     int correlate_node;
     uint64_t anomalies_delivered; /**< anomalies the loop has correlated */
+    sn_model_t *reload_pending;   /**< a validated configuration waiting for a quiet moment */
+    int64_t reload_since;         /**< when it started waiting (monotonic ms) */
+    struct retire *retiring;      /**< old models whose instances are still stopping */
 };
 
 /* incident.c */
@@ -123,10 +127,31 @@ int sn_auditlog_append(sn_engine_t *e, const char *actor, const char *action, co
 int sn_auditlog_idle(sn_engine_t *e);
 
 /* engine.c helpers */
+#define SN_START_KINDS 7
+/** Kinds in start order: stores first, inputs last (stop runs it backwards). */
+extern const sn_kind_t sn_engine_start_order[SN_START_KINDS];
+/** Allocate and create the instance @p in (not started). Errors go to @p d naming @p file and
+ * the instance's line. Ownership: free with sn_engine_live_free. */
+sn_live_t *sn_engine_live_new(sn_engine_t *e, sn_instance_t *in, const char *file, sn_diag_t *d);
+int sn_engine_live_start(sn_live_t *lv);
+/** Destroy (the caller stopped it first) and free. */
+void sn_engine_live_free(sn_live_t *lv);
 sn_live_t *sn_engine_live(sn_engine_t *e, const char *name);
 sn_live_t *sn_engine_live_at(sn_engine_t *e, int inst_index);
 
+/* reload.c */
+/** Apply a pending reload once no incident step is in flight. */
+void sn_reload_tick(sn_engine_t *e);
+/** Destroy what an earlier reload is still stopping (engine teardown). */
+void sn_reload_free_retiring(sn_engine_t *e);
+
 /* http_api.c */
+/** Drop the routes instance @p label registered (it is being stopped). */
+void sn_api_routes_drop(sn_api_t *a, const char *label);
+/** Build the key table for @p m; errors to @p d. Returns NULL on error. */
+struct sn_auth *sn_api_auth_for(sn_api_t *a, const sn_model_t *m, sn_diag_t *d);
+/** Install a key table built by sn_api_auth_for (frees the old one) and @p max_body. */
+void sn_api_reconfigure(sn_api_t *a, struct sn_auth *auth, int64_t max_body);
 sn_api_t *sn_api_new(sn_engine_t *e, const char *listen, sn_diag_t *d);
 void sn_api_free(sn_api_t *a);
 int sn_api_port(sn_api_t *a);

@@ -17,14 +17,14 @@
 sn_live_t *sn_engine_live(sn_engine_t *e, const char *name)
 {
     for (size_t i = 0; i < e->nlive; i++)
-        if (strcmp(e->live[i].in->name, name) == 0)
-            return &e->live[i];
+        if (strcmp(e->live[i]->in->name, name) == 0)
+            return e->live[i];
     return NULL;
 }
 
 sn_live_t *sn_engine_live_at(sn_engine_t *e, int inst_index)
 {
-    return inst_index >= 0 && (size_t)inst_index < e->nlive ? &e->live[inst_index] : NULL;
+    return inst_index >= 0 && (size_t)inst_index < e->nlive ? e->live[inst_index] : NULL;
 }
 
 sn_runtime_t *sn_engine_runtime(sn_engine_t *e)
@@ -211,35 +211,68 @@ static const char *conf_plugin_dir(const sn_conf_t *conf)
     return kv ? kv->value : NULL;
 }
 
+sn_live_t *sn_engine_live_new(sn_engine_t *e, sn_instance_t *in, const char *file, sn_diag_t *d)
+{
+    sn_live_t *lv = calloc(1, sizeof(*lv));
+    if (!lv) {
+        sn_diag_add(d, file, in->line, "[%s]: out of memory", in->label);
+        return NULL;
+    }
+    lv->in = in;
+    sn_host_fill(e->rt, &lv->host, in->label);
+    sn_err_t err = {{0}};
+    const sn_plugin_t *p = in->mod->plugin;
+    if (p->create(&lv->host, in->cfg, &lv->self, &err) != 0) {
+        sn_diag_add(d, file, in->line, "[%s]: %s", in->label,
+                    err.msg[0] ? err.msg : "create failed");
+        free(lv);
+        return NULL;
+    }
+    lv->created = 1;
+    if (in->kind == SN_EXECUTOR) {
+        int64_t now = sn_mono_ms();
+        const sn_exec_policy_t *pol = &in->policy;
+        sn_bucket_init(&lv->per_minute, (double)pol->max_per_minute, 60000, now);
+        sn_bucket_init(&lv->per_hour, (double)pol->max_per_hour, 3600000, now);
+        sn_breaker_init(&lv->breaker, pol->failure_threshold, (int)pol->breaker_min_calls, 3600000,
+                        pol->breaker_cooldown_ms);
+    }
+    return lv;
+}
+
+int sn_engine_live_start(sn_live_t *lv)
+{
+    const sn_plugin_t *p = lv->in->mod->plugin;
+    if (p->start && p->start(lv->self) != 0) {
+        sn_log(SN_LOG_ERROR, lv->in->label, NULL, NULL, "start failed");
+        return SN_EIO;
+    }
+    lv->started = 1;
+    return 0;
+}
+
+void sn_engine_live_free(sn_live_t *lv)
+{
+    if (!lv)
+        return;
+    if (lv->created && lv->in->mod->plugin->destroy)
+        lv->in->mod->plugin->destroy(lv->self);
+    free(lv);
+}
+
 static int create_instances(sn_engine_t *e, sn_diag_t *d)
 {
     sn_model_t *m = e->model;
     e->live = calloc(m->ninst ? m->ninst : 1, sizeof(*e->live));
     if (!e->live)
         return SN_ENOMEM;
-    e->nlive = m->ninst;
     int rc = 0;
     for (size_t i = 0; i < m->ninst; i++) {
-        sn_live_t *lv = &e->live[i];
-        lv->in = &m->inst[i];
-        sn_host_fill(e->rt, &lv->host, lv->in->label);
-        sn_err_t err = {{0}};
-        const sn_plugin_t *p = lv->in->mod->plugin;
-        if (p->create(&lv->host, lv->in->cfg, &lv->self, &err) != 0) {
-            sn_diag_add(d, m->conf->file, lv->in->line, "[%s]: %s", lv->in->label,
-                        err.msg[0] ? err.msg : "create failed");
+        e->live[e->nlive] = sn_engine_live_new(e, &m->inst[i], m->conf->file, d);
+        if (!e->live[e->nlive])
             rc = SN_EINVAL;
-            continue;
-        }
-        lv->created = 1;
-        if (lv->in->kind == SN_EXECUTOR) {
-            int64_t now = sn_mono_ms();
-            const sn_exec_policy_t *pol = &lv->in->policy;
-            sn_bucket_init(&lv->per_minute, (double)pol->max_per_minute, 60000, now);
-            sn_bucket_init(&lv->per_hour, (double)pol->max_per_hour, 3600000, now);
-            sn_breaker_init(&lv->breaker, pol->failure_threshold, (int)pol->breaker_min_calls,
-                            3600000, pol->breaker_cooldown_ms);
-        }
+        else
+            e->nlive++;
     }
     return rc;
 }
@@ -295,7 +328,7 @@ int sn_engine_check(sn_engine_t *e, sn_diag_t *d)
 {
     int rc = 0;
     for (size_t i = 0; i < e->nlive; i++) {
-        sn_live_t *lv = &e->live[i];
+        sn_live_t *lv = e->live[i];
         const sn_plugin_t *p = lv->in->mod->plugin;
         sn_err_t err = {{0}};
         if (lv->created && p->check && p->check(lv->self, &err) != 0) {
@@ -312,8 +345,9 @@ int sn_engine_check(sn_engine_t *e, sn_diag_t *d)
 
 /* ---- start ---- */
 
-static const sn_kind_t start_order[] = {SN_STORE,    SN_EMBEDDER, SN_ANALYZER, SN_EXECUTOR,
-                                        SN_NOTIFIER, SN_DETECTOR, SN_INPUT};
+const sn_kind_t sn_engine_start_order[SN_START_KINDS] = {
+    SN_STORE, SN_EMBEDDER, SN_ANALYZER, SN_EXECUTOR, SN_NOTIFIER, SN_DETECTOR, SN_INPUT};
+#define start_order sn_engine_start_order
 
 static int in_graph(sn_engine_t *e, const char *name)
 {
@@ -325,8 +359,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     sn_engine_t *e = arg;
-    if (!e->shutting_down)
+    if (!e->shutting_down) {
         sn_correlate_tick(e);
+        sn_reload_tick(e);
+    }
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -346,7 +382,7 @@ static int start_telemetry(sn_engine_t *e)
     sn_tdetector_t dets[32];
     size_t n = 0;
     for (size_t i = 0; i < e->nlive && n < 32; i++) {
-        sn_live_t *lv = &e->live[i];
+        sn_live_t *lv = e->live[i];
         if (lv->in->kind != SN_DETECTOR || !in_graph(e, lv->in->name))
             continue;
         dets[n].name = lv->in->name;
@@ -396,15 +432,11 @@ int sn_engine_start(sn_engine_t *e)
     }
     for (size_t k = 0; k < sizeof(start_order) / sizeof(start_order[0]); k++) {
         for (size_t i = 0; i < e->nlive; i++) {
-            sn_live_t *lv = &e->live[i];
+            sn_live_t *lv = e->live[i];
             if (lv->in->kind != start_order[k] || !lv->created)
                 continue;
-            const sn_plugin_t *p = lv->in->mod->plugin;
-            if (p->start && p->start(lv->self) != 0) {
-                sn_log(SN_LOG_ERROR, lv->in->label, NULL, NULL, "start failed");
+            if (sn_engine_live_start(lv) != 0)
                 return SN_EIO;
-            }
-            lv->started = 1;
         }
         if (start_order[k] == SN_STORE)
             sn_auditlog_init(e);
@@ -448,7 +480,7 @@ static void stop_plugins(sn_engine_t *e)
     /* Reverse start order: inputs first, stores last. */
     for (int k = (int)(sizeof(start_order) / sizeof(start_order[0])) - 1; k >= 0; k--) {
         for (size_t i = 0; i < e->nlive; i++) {
-            sn_live_t *lv = &e->live[i];
+            sn_live_t *lv = e->live[i];
             if (lv->in->kind != start_order[k] || !lv->started)
                 continue;
             const sn_plugin_t *p = lv->in->mod->plugin;
@@ -501,7 +533,7 @@ void sn_engine_shutdown(sn_engine_t *e)
     e->api = NULL;
     /* Inputs stop first so nothing new arrives while the rest drains. */
     for (size_t i = 0; i < e->nlive; i++) {
-        sn_live_t *lv = &e->live[i];
+        sn_live_t *lv = e->live[i];
         if (lv->in->kind == SN_INPUT && lv->started && lv->in->mod->plugin->stop) {
             lv->started = 0;
             lv->in->mod->plugin->stop(lv->self, NULL, NULL);
@@ -515,41 +547,6 @@ void sn_engine_shutdown(sn_engine_t *e)
     event_add(e->drain_timer, &now);
 }
 
-int sn_engine_reload(sn_engine_t *e)
-{
-    /* A new model is built and checked beside the running one; a failure keeps the old
-     * graph. Applying a changed instance set live is not done yet: it needs a restart. */
-    sn_diag_t d;
-    sn_diag_init(&d);
-    sn_conf_t *conf = sn_conf_load_file(e->config_path, &d);
-    sn_model_t *m = conf ? sn_model_build(conf, e->loader, &d) : NULL;
-    int rc = 0;
-    if (!m) {
-        for (size_t i = 0; i < d.n; i++)
-            sn_log(SN_LOG_ERROR, NULL, NULL, NULL, "reload: %s", d.msgs[i]);
-        json_t *det = json_pack("{s:s,s:i}", "result", "refused", "errors", (int)d.n);
-        sn_auditlog_append(e, "sentinel", "config_reload", NULL, det);
-        json_decref(det);
-        sn_log(SN_LOG_WARN, NULL, NULL, NULL, "reload refused: the running configuration stays");
-        rc = SN_EINVAL;
-    } else {
-        int same = m->ninst == e->model->ninst;
-        for (size_t i = 0; same && i < m->ninst; i++)
-            same = strcmp(m->inst[i].digest, e->model->inst[i].digest) == 0 &&
-                   strcmp(m->inst[i].name, e->model->inst[i].name) == 0;
-        json_t *det = json_pack("{s:s}", "result", same ? "unchanged instances" : "restart needed");
-        sn_auditlog_append(e, "sentinel", "config_reload", NULL, det);
-        json_decref(det);
-        if (!same)
-            sn_log(SN_LOG_WARN, NULL, NULL, NULL,
-                   "reload: instances changed; the new configuration is valid but takes effect "
-                   "at the next restart");
-        sn_model_free(m);
-    }
-    sn_diag_free(&d);
-    return rc;
-}
-
 void sn_engine_free(sn_engine_t *e)
 {
     if (!e)
@@ -557,12 +554,12 @@ void sn_engine_free(sn_engine_t *e)
     sn_api_free(e->api);
     if (e->tel)
         sn_telemetry_free(e->tel);
-    for (size_t i = 0; i < e->nlive; i++) {
-        sn_live_t *lv = &e->live[i];
-        if (lv->created && lv->in->mod->plugin->destroy)
-            lv->in->mod->plugin->destroy(lv->self);
-    }
+    for (size_t i = 0; i < e->nlive; i++)
+        sn_engine_live_free(e->live[i]);
     free(e->live);
+    sn_reload_free_retiring(e);
+    if (e->reload_pending)
+        sn_model_free(e->reload_pending);
     struct event *evs[] = {e->tick, e->sig_hup, e->sig_term, e->sig_int, e->drain_timer};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
@@ -631,7 +628,7 @@ json_t *sn_engine_health(sn_engine_t *e)
     json_t *inst = json_object();
     int all_ok = 1;
     for (size_t i = 0; i < e->nlive; i++) {
-        sn_live_t *lv = &e->live[i];
+        sn_live_t *lv = e->live[i];
         const sn_plugin_t *p = lv->in->mod->plugin;
         sn_health_t h = {.ok = lv->started};
         if (!lv->started)

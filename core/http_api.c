@@ -26,7 +26,8 @@
 
 typedef struct route {
     char method[8];
-    char path[256]; /* full path: /hooks/<instance>/<path> */
+    char path[256];  /* full path: /hooks/<instance>/<path> */
+    char owner[128]; /* the instance label that registered it */
     sn_route_fn fn;
     void *self;
 } route_t;
@@ -38,6 +39,7 @@ struct sn_api {
     int port;
     sn_auth_t *auth;
     int64_t max_body;
+    int loopback; /* listening on loopback only: keyless access is tolerated */
     route_t routes[SN_MAX_ROUTES];
     size_t nroutes;
 };
@@ -458,9 +460,44 @@ int sn_api_route_add(void *eng, const char *instance, const char *method, const 
     route_t *r = &tab[(*n)++];
     snprintf(r->method, sizeof(r->method), "%s", method);
     snprintf(r->path, sizeof(r->path), "/hooks/%s/%s", name, path[0] == '/' ? path + 1 : path);
+    snprintf(r->owner, sizeof(r->owner), "%s", instance ? instance : "core");
     r->fn = fn;
     r->self = self;
     return 0;
+}
+
+void sn_api_routes_drop(sn_api_t *a, const char *label)
+{
+    if (!a)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < a->nroutes; i++)
+        if (strcmp(a->routes[i].owner, label) != 0)
+            a->routes[k++] = a->routes[i];
+    a->nroutes = k;
+}
+
+sn_auth_t *sn_api_auth_for(sn_api_t *a, const sn_model_t *m, sn_diag_t *d)
+{
+    size_t before = d->n;
+    sn_auth_t *auth = sn_auth_new(m->set.api_keys, m->conf->file, m->set.api_keys_line, d);
+    if (auth && d->n == before && sn_auth_count(auth) == 0 && !a->loopback)
+        sn_diag_add(d, m->conf->file, m->set.api_keys_line,
+                    "the API listens beyond loopback: removing every api_key would serve it "
+                    "unauthenticated");
+    if (d->n != before) {
+        sn_auth_free(auth);
+        return NULL;
+    }
+    return auth;
+}
+
+void sn_api_reconfigure(sn_api_t *a, sn_auth_t *auth, int64_t max_body)
+{
+    sn_auth_free(a->auth);
+    a->auth = auth;
+    a->max_body = max_body;
+    evhttp_set_max_body_size(a->http, (ev_ssize_t)max_body * 4);
 }
 
 const char *sn_api_req_body(sn_route_req_t *r, size_t *len)
@@ -530,6 +567,7 @@ sn_api_t *sn_api_new(sn_engine_t *e, const char *listen, sn_diag_t *d)
         goto fail;
     int loopback =
         strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 || strcmp(host, "localhost") == 0;
+    a->loopback = loopback;
     if (sn_auth_count(a->auth) == 0) {
         if (!loopback) {
             sn_diag_add(d, file, 0,

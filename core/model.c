@@ -91,11 +91,13 @@ const char *sn_model_default_plugin_dir(void)
     return SN_PLUGIN_DIR_INSTALL;
 }
 
-static char *section_digest(const sn_conf_section_t *s)
+/* Over the plugin type and the validated, expanded values: a reload carries an instance over
+ * only when nothing it was created from changed, a secret read from a file included. */
+static char *instance_digest(const char *type, const sn_cfg_t *cfg)
 {
-    json_t *kv = json_array();
-    for (size_t i = 0; i < s->nkv; i++)
-        json_array_append_new(kv, json_pack("[ss]", s->kvs[i].key, s->kvs[i].value));
+    json_t *kv = json_pack("[s]", type);
+    for (size_t i = 0; cfg && i < cfg->n; i++)
+        json_array_append_new(kv, json_pack("[ss?]", cfg->keys[i], cfg->vals[i]));
     char *text = sn_json_canonical(kv);
     json_decref(kv);
     char hex[65];
@@ -272,10 +274,10 @@ sn_model_t *sn_model_build(sn_conf_t *conf, sn_loader_t *loader, sn_diag_t *d)
         in->label = strdup(s->header);
         in->line = s->line;
         in->mod = mod;
-        in->digest = section_digest(s);
         in->cfg = sn_cfg_build(conf, s, mod->plugin->params, sn_model_kind_params(kind), d);
         if (!in->cfg)
             continue;
+        in->digest = instance_digest(in->type, in->cfg);
         if (kind == SN_EXECUTOR)
             check_executor(m, in, s, d);
         if (kind == SN_DETECTOR)

@@ -180,7 +180,7 @@ void sn_workflow_notify(sn_incident_t *inc, const char *event)
 {
     sn_engine_t *e = inc->eng;
     for (size_t i = 0; i < e->nlive; i++) {
-        sn_live_t *lv = &e->live[i];
+        sn_live_t *lv = e->live[i];
         if (lv->in->kind != SN_NOTIFIER || !lv->started || !event_wanted(lv->in->events, event))
             continue;
         notify_one(inc, lv, event);
@@ -238,8 +238,10 @@ void sn_workflow_advance(sn_incident_t *inc, int from, const char *outcome)
         if (!ed->on && !success)
             continue;
         if (ed->max > 0) {
-            char key[16];
-            snprintf(key, sizeof(key), "%d", edges[i]);
+            /* Counted by node names, not edge index, so a reload that reorders the
+             * [pipeline] keeps every incident's loop budget. */
+            char key[160];
+            snprintf(key, sizeof(key), "%s->%s", node_name(inc, from), node_name(inc, ed->to));
             json_int_t c = json_integer_value(json_object_get(counts, key));
             if (c >= ed->max) {
                 bounded_out = 1;
