@@ -353,6 +353,8 @@ static int authenticate(reqctx_t *c, const char *path, enum evhttp_cmd_type cmd)
     return 1;
 }
 
+static void route(reqctx_t *cp);
+
 static void dispatch(struct evhttp_request *req, void *arg)
 {
     sn_api_t *a = arg;
@@ -364,6 +366,18 @@ static void dispatch(struct evhttp_request *req, void *arg)
     else
         sn_uuid7(c.rid);
     evhttp_add_header(evhttp_request_get_output_headers(req), "X-Request-ID", c.rid);
+    /* Whatever this request sets off synchronously (a plugin route, an approval that runs the
+     * next step) sends its outgoing calls with the same X-Request-ID. */
+    sn_runtime_set_request_id(a->e->rt, c.rid);
+    route(&c);
+    sn_runtime_set_request_id(a->e->rt, NULL);
+}
+
+static void route(reqctx_t *cp)
+{
+    reqctx_t c = *cp;
+    sn_api_t *a = c.api;
+    struct evhttp_request *req = c.req;
 
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;

@@ -418,10 +418,21 @@ static int is_method(const char *m, const char *want)
     return strcasecmp(m, want) == 0;
 }
 
-static const char *setup(sn_hreq_t *q, const sn_http_request_t *req)
+void sn_runtime_set_request_id(sn_runtime_t *rt, const char *rid)
+{
+    if (rt)
+        snprintf(rt->request_id, sizeof(rt->request_id), "%s", rid ? rid : "");
+}
+
+const char *sn_runtime_request_id(const sn_runtime_t *rt)
+{
+    return rt && rt->request_id[0] ? rt->request_id : NULL;
+}
+
+static const char *setup(sn_hreq_t *q, const sn_http_request_t *req, const char *rid)
 {
     CURL *e = q->easy;
-    int have_expect = 0;
+    int have_expect = 0, have_rid = 0;
     if (req->headers) {
         for (const char *const *h = req->headers; *h; h++) {
             struct curl_slist *n = curl_slist_append(q->hdrs, *h);
@@ -430,7 +441,17 @@ static const char *setup(sn_hreq_t *q, const sn_http_request_t *req)
             q->hdrs = n;
             if (strncasecmp(*h, "Expect:", 7) == 0)
                 have_expect = 1;
+            if (strncasecmp(*h, "X-Request-ID:", 13) == 0)
+                have_rid = 1;
         }
+    }
+    if (rid && !have_rid) {
+        char line[100];
+        snprintf(line, sizeof(line), "X-Request-ID: %s", rid);
+        struct curl_slist *n = curl_slist_append(q->hdrs, line);
+        if (!n)
+            return "out of memory";
+        q->hdrs = n;
     }
     if (!have_expect) {
         /* No 100-continue round trip for bodies. */
@@ -501,7 +522,7 @@ int sn_runtime_http(sn_runtime_t *rt, const sn_http_request_t *req, sn_http_done
     q->easy = curl_easy_init();
     if (!q->easy)
         return fail_later(c, q, "out of memory", "error");
-    const char *why = setup(q, req);
+    const char *why = setup(q, req, sn_runtime_request_id(rt));
     if (why)
         return fail_later(c, q, why, "error");
     if (curl_multi_add_handle(c->multi, q->easy) != CURLM_OK)

@@ -59,6 +59,7 @@ struct sn_runtime {
     struct sn_offload_job *done_head, *done_tail; /**< offload completions */
     struct event *post_ev;
     int freeing;
+    char request_id[80]; /**< the inbound request being handled on the loop, or "" */
 };
 
 /* offload.c */

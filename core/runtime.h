@@ -57,6 +57,11 @@ int sn_runtime_http(sn_runtime_t *rt, const sn_http_request_t *req, sn_http_done
                     void *arg);
 /** Requests in flight through the shared HTTP client. */
 size_t sn_runtime_http_inflight(sn_runtime_t *rt);
+/** The request id outgoing HTTP calls carry as X-Request-ID while set (NULL clears).
+ * Thread: loop only. */
+void sn_runtime_set_request_id(sn_runtime_t *rt, const char *rid);
+/** The current request id, or NULL. */
+const char *sn_runtime_request_id(const sn_runtime_t *rt);
 
 /* ---- metrics (Prometheus text format 0.0.4) ---- */
 /** Counter adds, gauge sets. @p name without the "sentinel_" prefix; @p labels is a rendered

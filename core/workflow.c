@@ -32,6 +32,21 @@ static sn_live_t *node_live(sn_incident_t *inc, int node)
     return n->type == SN_NODE_INSTANCE ? sn_engine_live_at(inc->eng, n->inst) : NULL;
 }
 
+/* Outgoing calls a plugin makes for an incident carry X-Request-ID: the id of the API request
+ * that last acted on the incident (an approval, say), else the incident id. */
+static sn_runtime_t *rid_enter(sn_incident_t *inc)
+{
+    const char *rid = json_string_value(json_object_get(inc->doc, "request_id"));
+    sn_runtime_set_request_id(inc->eng->rt, rid ? rid : inc->id);
+    return inc->eng->rt;
+}
+
+/* Takes the runtime, not the incident: the call may have completed and freed its context. */
+static void rid_leave(sn_runtime_t *rt)
+{
+    sn_runtime_set_request_id(rt, NULL);
+}
+
 static int64_t attempt_of(sn_incident_t *inc)
 {
     return json_integer_value(json_object_get(inc->doc, "loop_count"));
@@ -172,7 +187,9 @@ static void notify_one(sn_incident_t *inc, sn_live_t *lv, const char *event)
     snprintf(nc->inst, sizeof(nc->inst), "%s", lv->in->label);
     snprintf(nc->event, sizeof(nc->event), "%s", event);
     json_t *copy = json_deep_copy(inc->doc);
+    sn_runtime_t *rid_rt = rid_enter(inc);
     ops->notify(lv->self, copy, event, notify_done, nc);
+    rid_leave(rid_rt);
     json_decref(copy);
 }
 
@@ -455,7 +472,9 @@ static void do_plan(step_ctx_t *sc)
         return;
     }
     json_t *copy = json_deep_copy(sc->inc->doc);
+    sn_runtime_t *rid_rt = rid_enter(sc->inc);
     ops->plan(sc->lv->self, copy, planned, sc);
+    rid_leave(rid_rt);
     json_decref(copy);
 }
 
@@ -495,7 +514,9 @@ static void run_analyzer(sn_incident_t *inc, int node, sn_live_t *lv)
         return;
     }
     json_t *copy = json_deep_copy(inc->doc);
+    sn_runtime_t *rid_rt = rid_enter(sc->inc);
     ops->analyze(lv->self, copy, analyzed, sc);
+    rid_leave(rid_rt);
     json_decref(copy);
 }
 
@@ -516,6 +537,11 @@ int sn_workflow_decide(sn_incident_t *inc, int approve, const char *actor, const
     json_t *rec = json_pack("{s:s,s:s,s:s,s:s,s:I}", "ts", ts, "actor", actor, "decision",
                             approve ? "approved" : "rejected", "reason", reason ? reason : "",
                             "attempt", (json_int_t)attempt_of(inc));
+    const char *rid = sn_runtime_request_id(inc->eng->rt);
+    if (rid) {
+        json_object_set_new(rec, "request_id", json_string(rid));
+        json_object_set_new(inc->doc, "request_id", json_string(rid));
+    }
     json_array_append(json_object_get(inc->doc, "approvals"), rec);
     sn_auditlog_append(inc->eng, actor, approve ? "approve" : "reject", inc->id, rec);
     json_decref(rec);
@@ -564,6 +590,11 @@ static void run_approve(sn_incident_t *inc, int node)
         json_t *rec = json_pack("{s:s,s:s,s:s,s:s,s:I}", "ts", ts, "actor", "policy", "decision",
                                 "approved", "reason", "low risk, downtime within the limit",
                                 "attempt", (json_int_t)attempt_of(inc));
+        const char *rid = sn_runtime_request_id(inc->eng->rt);
+        if (rid) {
+            json_object_set_new(rec, "request_id", json_string(rid));
+            json_object_set_new(inc->doc, "request_id", json_string(rid));
+        }
         json_array_append(json_object_get(inc->doc, "approvals"), rec);
         sn_auditlog_append(e, "policy", "approve", inc->id, rec);
         json_decref(rec);
@@ -689,7 +720,9 @@ static void intent_saved(sn_incident_t *inc)
     action_of(a, x->exrec, inc, 0, &act);
     const sn_executor_ops_t *ops = x->lv->in->mod->plugin->ops;
     inc->busy = 1;
+    sn_runtime_t *rid_rt = rid_enter(x->inc);
     ops->execute(x->lv->self, &act, exec_outcome, x);
+    rid_leave(rid_rt);
 }
 
 static void snapshot_done(void *arg, int status, json_t *result)
@@ -762,7 +795,9 @@ static void exec_next(exec_ctx_t *x)
                 sn_action_t act;
                 action_of(a, prior, inc, 0, &act);
                 pending_exec(inc, x, 0);
+                sn_runtime_t *rid_rt = rid_enter(x->inc);
                 ops->verify(x->lv->self, &act, resume_verified, x);
+                rid_leave(rid_rt);
                 return;
             }
             if (strcmp(st, "failed") == 0)
@@ -826,7 +861,9 @@ static void exec_next(exec_ctx_t *x)
         action_of(a, rec, inc, 0, &act);
         pending_exec(inc, x, 0);
         if (ops->snapshot) {
+            sn_runtime_t *rid_rt = rid_enter(x->inc);
             ops->snapshot(x->lv->self, &act, snapshot_done, x);
+            rid_leave(rid_rt);
         } else {
             snapshot_done(x, 0, NULL);
         }
@@ -927,7 +964,9 @@ static void rollback_next(exec_ctx_t *x)
         sn_action_t act;
         action_of(a, rec, inc, 0, &act);
         x->lv = lv;
+        sn_runtime_t *rid_rt = rid_enter(x->inc);
         ops->rollback(lv->self, &act, json_object_get(rec, "snapshot"), rolled_back, x);
+        rid_leave(rid_rt);
         return;
     }
     sn_workflow_notify(inc, "rolled_back");
@@ -975,7 +1014,9 @@ static void verify_next(exec_ctx_t *x)
                                    (size_t)json_integer_value(json_object_get(rec, "step")));
         sn_action_t act;
         action_of(a, rec, inc, 0, &act);
+        sn_runtime_t *rid_rt = rid_enter(x->inc);
         ops->verify(lv->self, &act, verified, x);
+        rid_leave(rid_rt);
         return;
     }
     if (x->verify_failed) {
@@ -1139,7 +1180,9 @@ void sn_workflow_run(sn_incident_t *inc)
             return;
         const sn_notifier_ops_t *ops = lv->in->mod->plugin->ops;
         json_t *copy = json_deep_copy(inc->doc);
+        sn_runtime_t *rid_rt = rid_enter(inc);
         ops->notify(lv->self, copy, sn_incident_state(inc), notifier_done, sc);
+        rid_leave(rid_rt);
         json_decref(copy);
         return;
     }

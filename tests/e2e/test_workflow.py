@@ -37,8 +37,8 @@ try:
     d.post_file(scenario("payments-memory"))
     waiting = d.wait_for(lambda: d.incidents("awaiting_approval"), what="an approval request")[0]
     check("payments" in waiting["services"], "payments incident waits for a human")
-    st, body = d.json("POST", "/v1/incidents/%s/approve" % waiting["id"],
-                      '{"reason":"reviewed"}')
+    st, body, _ = d.request("POST", "/v1/incidents/%s/approve" % waiting["id"],
+                            '{"reason":"reviewed"}', headers={"X-Request-ID": "approve-req-1"})
     check(st == 200, "approve answers 200")
     st, body = d.json("POST", "/v1/incidents/%s/approve" % waiting["id"], "{}")
     check(st == 409, "a second approval is refused with 409")
@@ -46,6 +46,8 @@ try:
                what="the approved incident to resolve")
     st, doc2 = d.json("GET", "/v1/incidents/" + waiting["id"])
     check(doc2["approvals"][-1]["actor"].startswith("api:"), "the approval names the API caller")
+    check(doc2["approvals"][-1].get("request_id") == "approve-req-1",
+          "the approval keeps the X-Request-ID that outgoing calls for the incident carry")
 
     st, audit = d.json("GET", "/v1/audit?action=approve")
     check(st == 200 and len(audit["records"]) >= 2, "audit query filters by action")

@@ -246,6 +246,37 @@ START_TEST(methods_bodies_and_request_id)
 }
 END_TEST
 
+START_TEST(current_request_id_is_carried)
+{
+    fixture_t f;
+    fixture_init(&f);
+    hres_t r[3] = {{0}};
+    sn_runtime_set_request_id(f.rt, "inbound-42");
+    ck_assert_str_eq(sn_runtime_request_id(f.rt), "inbound-42");
+    ck_assert_int_eq(start(&f, "GET", "/echo", NULL, NULL, 0, 0, &r[0]), 0);
+    const char *own[] = {"X-Request-ID: plugin-own", NULL};
+    ck_assert_int_eq(start(&f, "GET", "/echo", own, NULL, 0, 0, &r[1]), 0);
+    sn_runtime_set_request_id(f.rt, NULL);
+    ck_assert_ptr_null(sn_runtime_request_id(f.rt));
+    ck_assert_int_eq(start(&f, "GET", "/echo", NULL, NULL, 0, 0, &r[2]), 0);
+    run_until_done(&f, r, 3, 5000);
+    const char *want[] = {"inbound-42", "plugin-own", NULL};
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(r[i].status, 200);
+        json_t *j = json_loads(r[i].body, 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        const char *rid = json_string_value(json_object_get(j, "rid"));
+        if (want[i])
+            ck_assert_str_eq(rid, want[i]); /* carried, or the plugin's own wins */
+        else
+            ck_assert_ptr_null(rid); /* captured when the call starts, not later */
+        json_decref(j);
+        hres_free(&r[i]);
+    }
+    fixture_fini(&f);
+}
+END_TEST
+
 START_TEST(http_errors_and_redirects_are_returned_as_is)
 {
     fixture_t f;
@@ -461,6 +492,7 @@ static Suite *http_suite(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, get_returns_body_and_headers);
+    tcase_add_test(tc, current_request_id_is_carried);
     tcase_add_test(tc, methods_bodies_and_request_id);
     tcase_add_test(tc, http_errors_and_redirects_are_returned_as_is);
     tcase_add_test(tc, response_size_is_limited);
