@@ -60,5 +60,22 @@ db.commit()
 out = verify()
 check(out.returncode == 4 and "record removed" in out.stdout,
       "removed record detected: " + out.stdout.strip())
+db.execute("DELETE FROM audit WHERE seq <= 3")
+db.commit()
+out = verify()
+check(out.returncode == 4 and "no retention anchor" in out.stdout,
+      "records removed from the start of the chain detected: " + out.stdout.strip())
+db.execute("INSERT INTO audit_anchor(seq, hash) VALUES(3, 'f00d')")
+db.commit()
+out = verify()
+check(out.returncode == 4 and "BROKEN" in out.stdout,
+      "a forged anchor whose hash does not chain is detected: " + out.stdout.strip())
+import json as _json
+rec4 = _json.loads(db.execute("SELECT record FROM audit WHERE seq = 4").fetchone()[0])
+db.execute("UPDATE audit_anchor SET hash = ? WHERE seq = 3", (rec4["prev_hash"],))
+db.commit()
+out = verify()
+check(out.returncode == 0 and "retention anchor" in out.stdout,
+      "a chain that starts behind a matching retention anchor verifies: " + out.stdout.strip())
 db.close()
 d.cleanup()

@@ -442,6 +442,7 @@ static int cmd_audit_verify(int argc, char **argv)
     int64_t after = 0, count = 0;
     char prev[65] = SN_AUDIT_GENESIS;
     int64_t anchor_seq = -1;
+    json_t *anchor = NULL;
     for (;;) {
         json_t *f = json_pack("{s:I,s:i}", "after_seq", (json_int_t)after, "limit", 5000);
         v.done = 0;
@@ -454,6 +455,8 @@ static int cmd_audit_verify(int argc, char **argv)
             rc = 1;
             goto out;
         }
+        if (!anchor && after == 0)
+            anchor = json_incref(json_object_get(v.result, "anchor"));
         json_t *recs = json_object_get(v.result, "records");
         size_t i;
         json_t *r;
@@ -461,14 +464,29 @@ static int cmd_audit_verify(int argc, char **argv)
         {
             char why[256];
             if (anchor_seq < 0) {
-                /* Retention keeps an anchor: the first kept record's prev_hash is trusted. */
-                anchor_seq = json_integer_value(json_object_get(r, "seq")) - 1;
-                snprintf(prev, sizeof(prev), "%s", str(r, "prev_hash"));
-                after = anchor_seq;
+                /* A chain that does not start at seq 1 must start right after the anchor
+                 * retention left, with the anchor's hash; anything else is deletion. */
+                int64_t first = json_integer_value(json_object_get(r, "seq"));
+                if (first > 1) {
+                    if (!anchor ||
+                        json_integer_value(json_object_get(anchor, "seq")) != first - 1) {
+                        printf("audit chain BROKEN: records 1 to %lld are missing and no retention "
+                               "anchor covers them\n",
+                               (long long)first - 1);
+                        json_decref(v.result);
+                        json_decref(anchor);
+                        rc = 4;
+                        goto out;
+                    }
+                    snprintf(prev, sizeof(prev), "%s", str(anchor, "hash"));
+                    after = first - 1;
+                }
+                anchor_seq = first - 1;
             }
             if (sn_audit_check(r, prev, after, why, sizeof(why)) != 0) {
                 printf("audit chain BROKEN: %s\n", why);
                 json_decref(v.result);
+                json_decref(anchor);
                 rc = 4;
                 goto out;
             }
@@ -481,8 +499,9 @@ static int cmd_audit_verify(int argc, char **argv)
         if (n < 5000)
             break;
     }
-    printf("audit chain ok: %lld records, last seq %lld, head %s\n", (long long)count,
-           (long long)after, prev);
+    printf("audit chain ok: %lld records, last seq %lld, head %s%s\n", (long long)count,
+           (long long)after, prev, anchor ? " (starts behind a retention anchor)" : "");
+    json_decref(anchor);
 out:
     if (self && p->destroy)
         p->destroy(self);

@@ -641,8 +641,28 @@ static void w_audit_query(sq_job_t *j)
     if ((j->status = sq_status(s, rc, "audit_query")) != 0)
         goto out;
     j->result = json_pack("{s:O}", "records", recs);
-    if (!j->result)
+    if (!j->result) {
         j->status = SN_ENOMEM;
+        goto out;
+    }
+    /* The first page says where the kept chain starts, so a verifier can tell retention
+     * (records behind an anchor) from deletion (records missing with no anchor). */
+    if (j->seq == 0) {
+        sqlite3_finalize(st);
+        st = NULL;
+        if ((j->status = sq_prepare(s,
+                                    "SELECT seq, hash FROM audit_anchor ORDER BY seq DESC "
+                                    "LIMIT 1",
+                                    &st, "audit_query")) != 0)
+            goto out;
+        if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            json_object_set_new(j->result, "anchor",
+                                json_pack("{s:I,s:s}", "seq",
+                                          (json_int_t)sqlite3_column_int64(st, 0), "hash",
+                                          (const char *)sqlite3_column_text(st, 1)));
+        else if ((j->status = sq_status(s, rc, "audit_query")) != 0)
+            goto out;
+    }
 out:
     json_decref(recs);
     sqlite3_finalize(st);
@@ -652,7 +672,8 @@ out:
  * Query audit records in seq order. filter (optional object): "actor", "action", "incident"
  * (exact), "since", "until" (RFC3339 text compared with the records' fixed-format UTC ts,
  * inclusive), "after_seq" (exclusive), "limit" (default 1000, at most 10000).
- * result: {"records": [record objects]}. SN_EINVAL for a member of the wrong type.
+ * result: {"records": [record objects]}, and on the first page (no after_seq) "anchor":
+ * {"seq", "hash"} when retention has dropped records. SN_EINVAL for a member of the wrong type.
  * Ownership: @p filter is borrowed for the call. Thread: loop.
  */
 static void sq_audit_query(void *self, const json_t *filter, sn_done_fn done, void *arg)
