@@ -219,6 +219,7 @@ void sn_breaker_init(sn_breaker_t *b, double threshold, int min_calls, int64_t w
 static void breaker_clear(sn_breaker_t *b)
 {
     b->opened_at = 0;
+    b->probe_at = 0;
     b->head = b->count = 0;
 }
 
@@ -230,6 +231,7 @@ void sn_breaker_record(sn_breaker_t *b, bool failed, int64_t now_ms)
          * cooldown the first outcome is the half-open probe: a failure opens it again for a
          * full cooldown, a success closes it with a clean window. */
         if (now_ms - b->opened_at >= b->cooldown_ms) {
+            b->probe_at = 0;
             if (failed)
                 b->opened_at = now_ms ? now_ms : 1;
             else
@@ -254,12 +256,24 @@ void sn_breaker_record(sn_breaker_t *b, bool failed, int64_t now_ms)
         b->opened_at = now_ms ? now_ms : 1; /* 0 means closed */
 }
 
-/** True when a call may go ahead: closed, or half-open after the cooldown (the probe). */
+/** True when a call may go ahead: closed, or half-open after the cooldown with the probe slot
+ * free. A query: sn_breaker_admit takes the slot. */
 bool sn_breaker_closed(sn_breaker_t *b, int64_t now_ms)
 {
-    /* Half-open counts as closed: the next call goes through as the probe. Asking does not
-     * consume anything, so a caller may ask twice about the same call. */
-    return b->opened_at == 0 || now_ms - b->opened_at >= b->cooldown_ms;
+    return b->opened_at == 0 || (now_ms - b->opened_at >= b->cooldown_ms &&
+                                 (b->probe_at == 0 || now_ms - b->probe_at >= b->cooldown_ms));
+}
+
+bool sn_breaker_admit(sn_breaker_t *b, int64_t now_ms)
+{
+    if (b->opened_at == 0)
+        return true;
+    if (!sn_breaker_closed(b, now_ms))
+        return false;
+    /* Half-open: this call is the probe; others wait for its outcome. A probe whose outcome
+     * never comes (a crash) frees the slot after another cooldown. */
+    b->probe_at = now_ms ? now_ms : 1;
+    return true;
 }
 
 /** True only for low risk, 0 <= downtime_s <= max_downtime_s, with the breaker closed. */

@@ -197,6 +197,7 @@ typedef struct sn_breaker {
     int64_t window_ms;   /**< sliding window */
     int64_t cooldown_ms; /**< open -> half-open */
     int64_t opened_at;   /**< 0 when closed */
+    int64_t probe_at;    /**< half-open: when the one probe call was admitted, 0 = none */
     int64_t ts[64];      /**< ring of recent outcomes */
     bool fail[64];
     size_t head, count;
@@ -205,6 +206,9 @@ void sn_breaker_init(sn_breaker_t *b, double threshold, int min_calls, int64_t w
                      int64_t cooldown_ms);
 void sn_breaker_record(sn_breaker_t *b, bool failed, int64_t now_ms);
 bool sn_breaker_closed(sn_breaker_t *b, int64_t now_ms);
+/** Admit one call: true when closed; half-open admits a single probe until its outcome is
+ * recorded (or a cooldown passes without one). */
+bool sn_breaker_admit(sn_breaker_t *b, int64_t now_ms);
 
 /** Approval policy: true when the action may run without a human. */
 bool sn_policy_auto_approve(sn_risk_t risk, int downtime_s, int max_downtime_s,

@@ -822,8 +822,8 @@ static void exec_next(exec_ctx_t *x)
             deny = "target not in the allow list";
         else if (!json_object_get(a, "approved_by"))
             deny = "not approved";
-        else if (!sn_breaker_closed(&x->lv->breaker, sn_mono_ms()) &&
-                 strcmp(json_string_value(json_object_get(a, "approved_by")), "policy") == 0)
+        else if (strcmp(json_string_value(json_object_get(a, "approved_by")), "policy") == 0 &&
+                 !sn_breaker_admit(&x->lv->breaker, sn_mono_ms()))
             deny = "circuit breaker open: a human must approve";
         if (deny) {
             exec_record(x, "denied", NULL);

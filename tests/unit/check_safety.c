@@ -319,6 +319,30 @@ START_TEST(breaker_opens_over_the_threshold)
 }
 END_TEST
 
+START_TEST(breaker_half_open_admits_one_probe)
+{
+    sn_breaker_t br;
+    sn_breaker_init(&br, 0.10, 2, 60000, 1000);
+    sn_breaker_record(&br, true, 10);
+    sn_breaker_record(&br, true, 11); /* open at 11 */
+    ck_assert(!sn_breaker_admit(&br, 500));
+    ck_assert(sn_breaker_closed(&br, 1011)); /* half-open: a query takes nothing */
+    ck_assert(sn_breaker_closed(&br, 1011));
+    ck_assert(sn_breaker_admit(&br, 1011));  /* the probe */
+    ck_assert(!sn_breaker_admit(&br, 1012)); /* a second caller waits for its outcome */
+    ck_assert(!sn_breaker_closed(&br, 1012));
+    sn_breaker_record(&br, true, 1100); /* probe failed: open for a full cooldown again */
+    ck_assert(!sn_breaker_admit(&br, 2099));
+    ck_assert(sn_breaker_admit(&br, 2100));
+    /* A probe whose outcome never comes frees the slot after another cooldown. */
+    ck_assert(!sn_breaker_admit(&br, 3099));
+    ck_assert(sn_breaker_admit(&br, 3100));
+    sn_breaker_record(&br, false, 3200); /* probe succeeded: closed, every call admitted */
+    ck_assert(sn_breaker_admit(&br, 3201));
+    ck_assert(sn_breaker_admit(&br, 3202));
+}
+END_TEST
+
 START_TEST(breaker_window_slides)
 {
     sn_breaker_t br;
@@ -448,6 +472,7 @@ int main(void)
     tcase_add_test(tc, bucket_per_minute_refills_continuously);
     tcase_add_test(tc, breaker_opens_over_the_threshold);
     tcase_add_test(tc, breaker_window_slides);
+    tcase_add_test(tc, breaker_half_open_admits_one_probe);
     tcase_add_test(tc, breaker_half_opens_and_closes);
     tcase_add_test(tc, policy_table);
     tcase_add_test(tc, risk_names);
