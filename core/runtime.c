@@ -441,6 +441,12 @@ static int h_decide(const sn_host_t *h, const char *incident, int approve, const
     return rt->hooks.decide(rt->eng, incident, approve, actor, reason);
 }
 
+static int h_parse_time(const sn_host_t *h, const char *text, int64_t *out_ms)
+{
+    (void)h;
+    return sn_parse_time_ms(text, out_ms);
+}
+
 void sn_host_fill(sn_runtime_t *rt, sn_host_t *h, const char *instance)
 {
     memset(h, 0, sizeof(*h));
@@ -468,6 +474,7 @@ void sn_host_fill(sn_runtime_t *rt, sn_host_t *h, const char *instance)
     }
     h->log = h_log;
     h->metric = h_metric;
+    h->parse_time = h_parse_time;
     h->cfg_str = sn_cfg_str;
     h->cfg_int = sn_cfg_int;
     h->cfg_double = sn_cfg_double;

@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define SN_ABI_MAJOR 1 /**< a different major is refused at load */
-#define SN_ABI_MINOR 0 /**< append-only growth within a major */
+#define SN_ABI_MINOR 1 /**< append-only growth within a major */
 
 #if defined(__GNUC__)
 #define SN_EXPORT __attribute__((visibility("default")))
@@ -262,6 +262,11 @@ struct sn_host {
     /** Resume a waiting incident with a decision (approvals from notifiers). Thread: loop. */
     int (*decide)(const sn_host_t *h, const char *incident, int approve, const char *actor,
                   const char *reason);
+
+    /* ---- ABI 1.1 ---- */
+    /** Parse RFC 3339 ("2026-11-25T10:00:00.250Z", offsets allowed) or epoch milliseconds as
+     * digits into epoch milliseconds. Returns 0 or SN_EINVAL. Thread: any. */
+    int (*parse_time)(const sn_host_t *h, const char *text, int64_t *out_ms);
 };
 
 /** True when the host table offers @p field (a newer host may have more, never fewer). */

@@ -84,6 +84,10 @@ static int st_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
         snprintf(err->msg, sizeof(err->msg), "max_hypotheses must be between 1 and 100");
         return SN_EINVAL;
     }
+    if (!SN_HOST_HAS(host, parse_time)) {
+        snprintf(err->msg, sizeof(err->msg), "needs a host of ABI 1.1 or later (parse_time)");
+        return SN_ENOTSUP;
+    }
     st_t *s = calloc(1, sizeof(*s));
     if (!s) {
         snprintf(err->msg, sizeof(err->msg), "out of memory");
@@ -103,83 +107,8 @@ static void st_destroy(void *self)
 
 /* ---- time ------------------------------------------------------------------------------- */
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm). */
-static int64_t st_days(int64_t y, int64_t m, int64_t d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static int st_digits(const char **p, int n, int64_t *out)
-{
-    int64_t v = 0;
-    for (int i = 0; i < n; i++) {
-        if ((*p)[i] < '0' || (*p)[i] > '9')
-            return -1;
-        v = v * 10 + ((*p)[i] - '0');
-    }
-    *p += n;
-    *out = v;
-    return 0;
-}
-
-/* RFC3339 ("2026-11-25T10:00:00.250Z", offsets allowed) or epoch milliseconds as text. */
-static int st_parse_time_text(const char *s, int64_t *out)
-{
-    char *end;
-    long long ms = strtoll(s, &end, 10);
-    if (end != s && *end == '\0') {
-        *out = ms;
-        return 0;
-    }
-    const char *p = s;
-    int64_t y, mo, d, h, mi, se, frac = 0;
-    if (st_digits(&p, 4, &y) || *p++ != '-' || st_digits(&p, 2, &mo) || *p++ != '-' ||
-        st_digits(&p, 2, &d) || (*p != 'T' && *p != 't' && *p != ' '))
-        return -1;
-    p++;
-    if (st_digits(&p, 2, &h) || *p++ != ':' || st_digits(&p, 2, &mi) || *p++ != ':' ||
-        st_digits(&p, 2, &se))
-        return -1;
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
-        return -1;
-    if (*p == '.') {
-        p++;
-        int nd = 0;
-        while (*p >= '0' && *p <= '9') {
-            if (nd < 3)
-                frac = frac * 10 + (*p - '0');
-            nd++;
-            p++;
-        }
-        if (nd == 0)
-            return -1;
-        for (; nd < 3; nd++)
-            frac *= 10;
-    }
-    int64_t off = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int sign = *p++ == '-' ? -1 : 1;
-        int64_t oh, om;
-        if (st_digits(&p, 2, &oh) || *p++ != ':' || st_digits(&p, 2, &om))
-            return -1;
-        off = sign * (oh * 60 + om) * 60;
-    } else {
-        return -1;
-    }
-    if (*p)
-        return -1;
-    *out = ((st_days(y, mo, d) * 86400 + h * 3600 + mi * 60 + se) - off) * 1000 + frac;
-    return 0;
-}
-
-static int st_time(const json_t *v, int64_t *out)
+/* Epoch ms from a JSON number or time text (parsed by the host, one parser for all). */
+static int st_time(const sn_host_t *h, const json_t *v, int64_t *out)
 {
     if (json_is_integer(v)) {
         *out = (int64_t)json_integer_value(v);
@@ -190,7 +119,7 @@ static int st_time(const json_t *v, int64_t *out)
         return 0;
     }
     if (json_is_string(v))
-        return st_parse_time_text(json_string_value(v), out);
+        return h->parse_time(h, json_string_value(v), out);
     return -1;
 }
 
@@ -275,6 +204,7 @@ static const char *st_str(const json_t *o, const char *key, const char *def)
 }
 
 typedef struct st_set {
+    const sn_host_t *host;
     st_svc_t *v;
     size_t n, cap;
 } st_set_t;
@@ -303,7 +233,7 @@ static st_svc_t *st_find(st_set_t *set, const char *name, int create)
 static void st_add_anomaly(st_set_t *set, const json_t *a)
 {
     int64_t ts;
-    if (!json_is_object(a) || st_time(json_object_get(a, "ts"), &ts) != 0)
+    if (!json_is_object(a) || st_time(set->host, json_object_get(a, "ts"), &ts) != 0)
         return;
     const char *name = st_group(json_object_get(a, "labels"));
     st_svc_t *s = st_find(set, name ? name : "unknown", 1);
@@ -333,7 +263,7 @@ static void st_add_anomaly(st_set_t *set, const json_t *a)
 static void st_add_change(const st_t *st, st_set_t *set, const json_t *c, int64_t first_onset)
 {
     int64_t ts;
-    if (!json_is_object(c) || st_time(json_object_get(c, "ts"), &ts) != 0)
+    if (!json_is_object(c) || st_time(set->host, json_object_get(c, "ts"), &ts) != 0)
         return;
     const char *name = st_group(json_object_get(c, "labels"));
     if (!name)
@@ -459,7 +389,8 @@ static void st_log_evidence(json_t *ev, const st_t *st, const st_svc_t *s, const
             continue;
         const char *name = st_group(json_object_get(l, "labels"));
         int64_t ts;
-        if (!name || strcmp(name, s->name) != 0 || st_time(json_object_get(l, "ts"), &ts) != 0)
+        if (!name || strcmp(name, s->name) != 0 ||
+            st_time(st->host, json_object_get(l, "ts"), &ts) != 0)
             continue;
         if (ts < s->onset - st->change_window_ms)
             continue;
@@ -585,7 +516,7 @@ fail_h:
 static void st_analyze(void *self, const json_t *incident, sn_done_fn done, void *arg)
 {
     const st_t *st = self;
-    st_set_t set = {0};
+    st_set_t set = {.host = st->host};
     json_t *res = NULL, *hyps = NULL;
     int rc = SN_ENOMEM;
     if (!json_is_object(incident)) {

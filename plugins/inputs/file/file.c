@@ -54,6 +54,7 @@ typedef struct fi_line {
 typedef struct fi_reader {
     fi_t *owner; /* NULL once the instance was destroyed while a job was in flight */
     char *path;
+    const sn_host_t *host; /* for parse_time, safe from any thread */
     int tail, parse_ts;
     size_t batch;
     int fd;
@@ -109,79 +110,8 @@ static const sn_param_t fi_params[] = {
     {NULL, 0, NULL, 0, NULL},
 };
 
-/* ---- time -------------------------------------------------------------------------------- */
-
-static int64_t fi_days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static int fi_digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-/* RFC 3339 ("2026-11-25T10:00:00.250Z", "+01:00" offsets) or epoch milliseconds as digits. */
-static int fi_parse_time(const char *s, int64_t *ms)
-{
-    size_t n = strlen(s);
-    if (n > 0 && n <= 18 && strspn(s, "0123456789") == n) {
-        *ms = strtoll(s, NULL, 10);
-        return 0;
-    }
-    int Y, M, D, h, mi, sec;
-    if (n < 20 || fi_digits(s, 4, &Y) || s[4] != '-' || fi_digits(s + 5, 2, &M) || s[7] != '-' ||
-        fi_digits(s + 8, 2, &D) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
-        fi_digits(s + 11, 2, &h) || s[13] != ':' || fi_digits(s + 14, 2, &mi) || s[16] != ':' ||
-        fi_digits(s + 17, 2, &sec))
-        return -1;
-    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || mi > 59 || sec > 60)
-        return -1;
-    const char *p = s + 19;
-    int64_t frac = 0;
-    if (*p == '.') {
-        int digits = 0;
-        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
-            if (digits < 3)
-                frac = frac * 10 + (*p - '0');
-        if (!digits)
-            return -1;
-        for (; digits < 3; digits++)
-            frac *= 10;
-    }
-    int64_t off = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int oh, om;
-        if (fi_digits(p + 1, 2, &oh) || p[3] != ':' || fi_digits(p + 4, 2, &om))
-            return -1;
-        off = (int64_t)(oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
-        p += 6;
-    } else {
-        return -1;
-    }
-    if (*p)
-        return -1;
-    int64_t secs = fi_days_from_civil(Y, M, D) * 86400 + h * 3600 + mi * 60 + sec - off;
-    *ms = secs * 1000 + frac;
-    return 0;
-}
-
 /* Only "ts" matters; jansson parses the line, which is cheap next to the pipeline's own parse. */
-static int fi_line_ts(const char *line, size_t len, int64_t *ts)
+static int fi_line_ts(const sn_host_t *h, const char *line, size_t len, int64_t *ts)
 {
     json_t *doc = json_loadb(line, len, 0, NULL);
     json_t *v = json_object_get(doc, "ts");
@@ -193,7 +123,7 @@ static int fi_line_ts(const char *line, size_t len, int64_t *ts)
         *ts = (int64_t)json_real_value(v);
         ok = 1;
     } else if (json_is_string(v)) {
-        ok = fi_parse_time(json_string_value(v), ts) == 0;
+        ok = h->parse_time(h, json_string_value(v), ts) == 0;
     }
     json_decref(doc);
     return ok;
@@ -250,7 +180,7 @@ static int fi_end_line(fi_reader_t *r)
     l->off = r->olen;
     l->len = len;
     l->lineno = lineno;
-    l->has_ts = r->parse_ts && fi_line_ts(r->line, len, &l->ts);
+    l->has_ts = r->parse_ts && fi_line_ts(r->host, r->line, len, &l->ts);
     memcpy(r->out + r->olen, r->line, len);
     r->out[r->olen + len] = '\n';
     r->olen += len + 1;
@@ -579,6 +509,10 @@ static void fi_pump(fi_t *f)
 
 static int fi_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn_err_t *err)
 {
+    if (!SN_HOST_HAS(host, parse_time)) {
+        snprintf(err->msg, sizeof(err->msg), "needs a host of ABI 1.1 or later (parse_time)");
+        return SN_ENOTSUP;
+    }
     int rc = SN_EINVAL;
     fi_t *f = calloc(1, sizeof(*f));
     fi_reader_t *r = calloc(1, sizeof(*r));
@@ -625,6 +559,7 @@ static int fi_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
         snprintf(err->msg, sizeof(err->msg), "poll must be at least 10ms");
         goto out;
     }
+    r->host = f->host;
     r->tail = f->tail;
     r->parse_ts = f->speed > 0;
     r->batch = (size_t)batch;
