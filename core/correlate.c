@@ -1,13 +1,26 @@
 /**
  * @file correlate.c
- * The built-in `correlate` node: folds anomalies into incidents.
+ * The built-in `correlate` node: admits detector verdicts and folds anomalies into incidents.
  *
- * All grouping runs on event time so a recorded day replays with the same incidents. An
- * anomaly joins an open incident when it falls within correlate_window of the incident's last
- * anomaly and either the incident is still gathering (the first group_wait of event time: a
- * cascade across services is one incident) or it shares a service/host/deployment label with
- * it (a later symptom of the same trouble). Otherwise it opens a new incident. Gathering ends
- * after group_wait of event time, or group_wait_wall of wall time when telemetry stops.
+ * Admission, per series (cseries.c keeps the memory):
+ *  - votes: verdicts of different detectors on one series within vote_window of event time
+ *    count together; the anomaly goes on once their weights reach min_votes (1 = any
+ *    detector), and later verdicts in the same window are the same anomaly, not new ones;
+ *  - flapping: a series with flap_threshold anomalies within flap_window is flapping; its
+ *    anomalies are suppressed until it has been quiet for a flap_window.
+ * Every suppressed verdict is counted in anomalies_suppressed_total{reason}.
+ *
+ * Grouping runs on event time so a recorded day replays with the same incidents. An anomaly
+ * joins an open incident when it falls within correlate_window of the incident's last anomaly
+ * and either the incident is still gathering (the first group_wait of event time: a cascade
+ * across services is one incident) or it shares a service/host/deployment label with it (a
+ * later symptom of the same trouble). Otherwise it opens a new incident. Gathering ends after
+ * group_wait of event time, or group_wait_wall of wall time when telemetry stops.
+ *
+ * When gathering ends the incident is scored (confidence, priority) and checked against the
+ * open incidents: the same fingerprint (services x metrics), or an embedding at least
+ * dedup_similarity close to an open incident's (embedder + vector store), folds it into that
+ * incident instead of opening a new one. Nothing is dropped: its anomalies move over.
  */
 #include "engine-internal.h"
 
@@ -157,9 +170,233 @@ void sn_correlate_attach_changes(sn_engine_t *e, sn_incident_t *inc)
     }
 }
 
+/* ---- scoring ---- */
+
+/* Independent evidence: each series' strongest anomaly (score x confidence) combined as
+ * 1 - prod(1 - s_i), so more series and stronger verdicts raise it; at most 0.99. Priority
+ * crosses it with severity: P1 is high severity with confidence >= 0.8. */
+static void score_incident(sn_incident_t *inc)
+{
+    json_t *best = json_object();
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(inc->doc, "anomalies"), i, a)
+    {
+        const char *series = json_string_value(json_object_get(a, "series"));
+        double v = json_number_value(json_object_get(a, "score")) *
+                   json_number_value(json_object_get(a, "confidence"));
+        if (series && v > json_number_value(json_object_get(best, series)))
+            json_object_set_new(best, series, json_real(v));
+    }
+    double miss = 1;
+    const char *k;
+    json_t *v;
+    json_object_foreach(best, k, v)
+    {
+        double x = json_number_value(v);
+        miss *= 1 - (x > 0.99 ? 0.99 : x < 0 ? 0 : x);
+    }
+    json_decref(best);
+    double conf = 1 - miss > 0.99 ? 0.99 : 1 - miss;
+    conf = round(conf * 1000) / 1000;
+    const char *sev = json_string_value(json_object_get(inc->doc, "severity"));
+    int high = sev && strcmp(sev, "high") == 0, medium = sev && strcmp(sev, "medium") == 0;
+    const char *prio = high && conf >= 0.8               ? "P1"
+                       : high || (medium && conf >= 0.6) ? "P2"
+                       : medium || conf >= 0.5           ? "P3"
+                                                         : "P4";
+    json_object_set_new(inc->doc, "confidence", json_real(conf));
+    json_object_set_new(inc->doc, "priority", json_string(prio));
+}
+
+/* ---- deduplication ---- */
+
+static void open_incident(sn_engine_t *e, sn_incident_t *inc);
+
+/* Move @p from's anomalies into the open incident @p into and forget @p from (never
+ * checkpointed: it was still gathering). */
+static void fold(sn_engine_t *e, sn_incident_t *from, sn_incident_t *into, const char *why)
+{
+    json_t *dst = json_object_get(into->doc, "anomalies");
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(from->doc, "anomalies"), i, a)
+    {
+        if (json_array_size(dst) < SN_MAX_ANOMALIES_KEPT)
+            json_array_append(dst, a);
+        const char *svc =
+            json_string_value(json_object_get(json_object_get(a, "labels"), "service"));
+        add_service(json_object_get(into->doc, "services"), svc ? svc : "unknown");
+    }
+    json_int_t n = json_integer_value(json_object_get(from->doc, "anomaly_count"));
+    json_object_set_new(
+        into->doc, "anomaly_count",
+        json_integer(json_integer_value(json_object_get(into->doc, "anomaly_count")) + n));
+    if (from->last_ts > into->last_ts)
+        into->last_ts = from->last_ts;
+    sn_incident_event(into, "correlate", "duplicate",
+                      "folded %lld anomalies of a new incident with the same %s", (long long)n,
+                      why);
+    char labels[48];
+    snprintf(labels, sizeof(labels), "by=\"%s\"", why);
+    sn_metric(e->rt, SN_METRIC_COUNTER, "incidents_deduplicated_total",
+              "New incidents folded into an open one", labels, 1);
+    sn_incident_remove(e, from);
+    if (!into->busy)
+        sn_workflow_checkpoint(into, NULL, 0);
+}
+
+static sn_incident_t *same_fingerprint(sn_engine_t *e, const sn_incident_t *inc)
+{
+    const char *fp = json_string_value(json_object_get(inc->doc, "fingerprint"));
+    for (sn_incident_t *o = e->incidents; fp && o; o = o->next) {
+        if (o == inc || !o->open || o->gathering)
+            continue;
+        const char *ofp = json_string_value(json_object_get(o->doc, "fingerprint"));
+        if (ofp && strcmp(ofp, fp) == 0)
+            return o;
+    }
+    return NULL;
+}
+
+typedef struct dedup_ctx {
+    sn_engine_t *e;
+    char id[37];
+    float *v;
+    size_t dim;
+} dedup_ctx_t;
+
+static void dedup_free(dedup_ctx_t *c)
+{
+    free(c->v);
+    free(c);
+}
+
+static void dedup_stored(void *arg, int status, json_t *result)
+{
+    (void)result;
+    if (status != 0)
+        sn_log(SN_LOG_WARN, "correlate", (const char *)arg, NULL,
+               "could not index the open incident for similarity (%d)", status);
+    free(arg);
+}
+
+static void dedup_searched(void *arg, int status, json_t *result)
+{
+    dedup_ctx_t *c = arg;
+    sn_incident_t *inc = sn_incident_find(c->e, c->id);
+    if (!inc) {
+        dedup_free(c);
+        return;
+    }
+    inc->busy = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(status == 0 ? json_object_get(result, "matches") : NULL, i, m)
+    {
+        const char *id = json_string_value(json_object_get(m, "id"));
+        sn_incident_t *o = id ? sn_incident_find(c->e, id) : NULL;
+        if (o && o != inc && o->open && !o->gathering) {
+            fold(c->e, inc, o, "embedding");
+            dedup_free(c);
+            return;
+        }
+    }
+    const sn_store_ops_t *ops = c->e->vector->in->mod->plugin->ops;
+    json_t *payload = json_pack("{s:s}", "id", inc->id);
+    char *tag = strdup(inc->id);
+    if (tag)
+        ops->vector_upsert(c->e->vector->self, "open_incidents", inc->id, c->v, c->dim, payload,
+                           dedup_stored, tag);
+    json_decref(payload);
+    sn_engine_t *e = c->e;
+    dedup_free(c);
+    open_incident(e, inc);
+}
+
+static void dedup_embedded(void *arg, int status, json_t *result)
+{
+    dedup_ctx_t *c = arg;
+    sn_incident_t *inc = sn_incident_find(c->e, c->id);
+    json_t *vec = json_object_get(result, "vector");
+    if (!inc || !c->e->vector) {
+        dedup_free(c);
+        return;
+    }
+    c->dim = json_array_size(vec);
+    c->v = status == 0 && c->dim ? calloc(c->dim, sizeof(float)) : NULL;
+    if (!c->v) {
+        inc->busy = 0;
+        sn_log(SN_LOG_WARN, "correlate", inc->id, NULL,
+               "no embedding for similarity deduplication (%d): opened as new", status);
+        sn_engine_t *e = c->e;
+        dedup_free(c);
+        open_incident(e, inc);
+        return;
+    }
+    for (size_t i = 0; i < c->dim; i++)
+        c->v[i] = (float)json_number_value(json_array_get(vec, i));
+    const sn_store_ops_t *ops = c->e->vector->in->mod->plugin->ops;
+    ops->vector_search(c->e->vector->self, "open_incidents", c->v, c->dim, 5,
+                       c->e->model->set.dedup_similarity, dedup_searched, c);
+}
+
+/* What the incident is about, as text for the embedder: title, services, metrics. */
+static char *describe(const sn_incident_t *inc)
+{
+    json_t *metrics = json_object();
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(inc->doc, "anomalies"), i, a)
+        json_object_set_new(metrics, json_string_value(json_object_get(a, "metric")), json_true());
+    json_t *parts =
+        json_pack("{s:O,s:O,s:o}", "title", json_object_get(inc->doc, "title"), "services",
+                  json_object_get(inc->doc, "services"), "metrics", metrics);
+    char *text = sn_json_canonical(parts);
+    json_decref(parts);
+    return text;
+}
+
+/* Start the similarity check; 0 when it does not apply. */
+static int dedup_by_similarity(sn_engine_t *e, sn_incident_t *inc)
+{
+    if (!(e->model->set.dedup_similarity > 0) || !e->embedder || !e->vector)
+        return 0;
+    const sn_store_ops_t *sops = e->vector->in->mod->plugin->ops;
+    if (!(sops->caps & SN_STORE_VECTOR))
+        return 0;
+    dedup_ctx_t *c = calloc(1, sizeof(*c));
+    char *text = describe(inc);
+    if (!c || !text) {
+        free(c);
+        free(text);
+        return 0;
+    }
+    c->e = e;
+    snprintf(c->id, sizeof(c->id), "%s", inc->id);
+    inc->busy = 1;
+    const sn_embedder_ops_t *eops = e->embedder->in->mod->plugin->ops;
+    eops->embed(e->embedder->self, text, dedup_embedded, c);
+    free(text);
+    return 1;
+}
+
 static void release(sn_engine_t *e, sn_incident_t *inc)
 {
     inc->gathering = 0;
+    score_incident(inc);
+    sn_incident_t *dup = same_fingerprint(e, inc);
+    if (dup) {
+        fold(e, inc, dup, "fingerprint");
+        return;
+    }
+    if (dedup_by_similarity(e, inc))
+        return;
+    open_incident(e, inc);
+}
+
+static void open_incident(sn_engine_t *e, sn_incident_t *inc)
+{
     sn_correlate_attach_changes(e, inc);
     sn_incident_set_state(inc, "analyzing");
     sn_incident_event(inc, "correlate", "opened", "%lld anomalies on %zu services",
@@ -170,6 +407,92 @@ static void release(sn_engine_t *e, sn_incident_t *inc)
     sn_workflow_advance(inc, e->correlate_node, "ok");
 }
 
+/* ---- admission ---- */
+
+static double detector_weight(const sn_engine_t *e, const char *name, int *index)
+{
+    const sn_model_t *m = e->model;
+    int k = 0;
+    for (size_t i = 0; i < m->ninst; i++) {
+        if (m->inst[i].kind != SN_DETECTOR)
+            continue;
+        if (strcmp(m->inst[i].name, name) == 0) {
+            *index = k;
+            return m->inst[i].weight;
+        }
+        k++;
+    }
+    *index = -1;
+    return 1;
+}
+
+static void suppressed(sn_engine_t *e, const char *reason)
+{
+    char labels[48];
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
+    sn_metric(e->rt, SN_METRIC_COUNTER, "anomalies_suppressed_total",
+              "Detector verdicts that did not become anomalies", labels, 1);
+}
+
+/* 1 when the verdict goes on to the incidents. */
+static int admit(sn_engine_t *e, const sn_anomaly_t *a)
+{
+    const sn_settings_t *s = &e->model->set;
+    sn_cseries_t *c = sn_cseries_get(e, a->series, a->ts_ms);
+    if (!c)
+        return 1; /* no memory to vote or detect flapping with: fail open, lose nothing */
+    int di;
+    double w = detector_weight(e, a->detector, &di);
+    uint32_t bit = di >= 0 && di < 32 ? 1u << di : 0;
+    int64_t since = a->ts_ms - c->vote_start;
+    if (!c->vote_start || since > s->vote_window_ms || since < -s->vote_window_ms) {
+        if (c->vote_start && !c->passed && c->votes > 0)
+            suppressed(e, "unconfirmed");
+        c->vote_start = a->ts_ms ? a->ts_ms : 1;
+        c->votes = 0;
+        c->voters = 0;
+        c->passed = 0;
+    }
+    if (c->passed) {
+        suppressed(e, "same_anomaly");
+        return 0;
+    }
+    if (!bit || !(c->voters & bit)) {
+        c->voters |= bit;
+        c->votes += w;
+    }
+    if (c->votes + 1e-9 < s->min_votes)
+        return 0; /* held: counted as unconfirmed if the window closes short of the votes */
+    c->passed = 1;
+    if (s->flap_threshold <= 0)
+        return 1;
+    if (c->flapping_until > a->ts_ms) {
+        c->flapping_until = a->ts_ms + s->flap_window_ms;
+        suppressed(e, "flapping");
+        return 0;
+    }
+    c->flap_ts[c->flap_head] = a->ts_ms;
+    c->flap_head = (c->flap_head + 1) % SN_FLAP_MAX;
+    if (c->flap_n < SN_FLAP_MAX)
+        c->flap_n++;
+    int64_t recent = 0;
+    for (unsigned i = 0; i < c->flap_n; i++)
+        recent += a->ts_ms - c->flap_ts[i] < s->flap_window_ms;
+    if (recent < s->flap_threshold)
+        return 1;
+    c->flapping_until = a->ts_ms + s->flap_window_ms;
+    char *labels = json_dumps(a->labels, JSON_COMPACT | JSON_SORT_KEYS);
+    sn_log(SN_LOG_WARN, "correlate", NULL, NULL,
+           "%s%s is flapping (%lld anomalies within flap_window): its anomalies are suppressed "
+           "until it is quiet for %llds",
+           a->metric, labels ? labels : "", (long long)recent,
+           (long long)(s->flap_window_ms / 1000));
+    free(labels);
+    sn_metric(e->rt, SN_METRIC_COUNTER, "series_flapping_total", "Series found flapping", NULL, 1);
+    suppressed(e, "flapping");
+    return 0;
+}
+
 void sn_correlate_anomalies(void *eng, const sn_anomaly_t *a, size_t n)
 {
     sn_engine_t *e = eng;
@@ -178,6 +501,8 @@ void sn_correlate_anomalies(void *eng, const sn_anomaly_t *a, size_t n)
     e->anomalies_delivered += n;
     for (size_t i = 0; i < n; i++) {
         sn_metric(e->rt, SN_METRIC_COUNTER, "anomalies_total", "Anomalies from detectors", NULL, 1);
+        if (!admit(e, &a[i]))
+            continue;
         sn_incident_t *inc = match(e, &a[i]);
         if (!inc) {
             inc = sn_incident_new(e, a[i].ts_ms);
@@ -205,7 +530,9 @@ void sn_correlate_tick(sn_engine_t *e)
     if (e->tel)
         sn_telemetry_stats(e->tel, &ts);
     int caught_up = ts.queued == 0 && ts.anomalies == e->anomalies_delivered;
-    for (sn_incident_t *inc = e->incidents; inc; inc = inc->next) {
+    /* release() may fold an incident away: take the next one first. */
+    for (sn_incident_t *inc = e->incidents, *next; inc; inc = next) {
+        next = inc->next;
         if (!inc->gathering || !inc->open)
             continue;
         if ((caught_up && wm - inc->first_ts >= e->model->set.group_wait_ms) ||

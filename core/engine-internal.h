@@ -47,6 +47,22 @@ typedef struct sn_incident {
     int saves_failed;
 } sn_incident_t;
 
+/** Correlate's memory of one series: votes of the current window, recent anomaly times. */
+#define SN_FLAP_MAX 16
+typedef struct sn_cseries {
+    struct sn_cseries *next;
+    uint64_t key;
+    int64_t last_ts;
+    int64_t vote_start; /**< event time the current vote window opened */
+    double votes;
+    uint32_t voters; /**< detectors (instance index, first 32) that voted in the window */
+    int passed;      /**< the window's anomaly went on: later verdicts in it are the same one */
+    int64_t flap_ts[SN_FLAP_MAX];
+    unsigned flap_n, flap_head;
+    int64_t flapping_until; /**< event time until which its anomalies are suppressed */
+} sn_cseries_t;
+typedef struct sn_cseries_map sn_cseries_map_t;
+
 typedef struct sn_auditlog {
     int64_t seq;
     char prev[65];
@@ -88,6 +104,7 @@ struct sn_engine {
     sn_model_t *reload_pending;   /**< a validated configuration waiting for a quiet moment */
     int64_t reload_since;         /**< when it started waiting (monotonic ms) */
     struct retire *retiring;      /**< old models whose instances are still stopping */
+    sn_cseries_map_t *cmap;       /**< correlate's per-series memory */
 };
 
 /* incident.c */
@@ -99,6 +116,8 @@ void sn_incident_set_state(sn_incident_t *inc, const char *state);
 const char *sn_incident_state(const sn_incident_t *inc);
 json_t *sn_incident_summary(const sn_incident_t *inc);
 void sn_incident_trim(sn_engine_t *e);
+/** Unlink and free an incident that was never checkpointed (a folded duplicate). */
+void sn_incident_remove(sn_engine_t *e, sn_incident_t *inc);
 void sn_incidents_free(sn_engine_t *e);
 
 /* correlate.c */
@@ -107,6 +126,12 @@ void sn_correlate_tick(sn_engine_t *e);
 void sn_correlate_change(sn_engine_t *e, json_t *change);
 /** Refresh the incident's candidate causes from the recent change events. */
 void sn_correlate_attach_changes(sn_engine_t *e, sn_incident_t *inc);
+
+/* cseries.c */
+/** The entry of @p key (created), or NULL at the bound / out of memory. */
+sn_cseries_t *sn_cseries_get(sn_engine_t *e, uint64_t key, int64_t ts);
+size_t sn_cseries_count(const sn_engine_t *e);
+void sn_cseries_free(sn_engine_t *e);
 
 /* workflow.c */
 /** Continue an incident from node @p from with @p outcome (picks the next edge). */

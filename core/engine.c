@@ -394,7 +394,9 @@ static int start_telemetry(sn_engine_t *e)
     const sn_settings_t *s = &e->model->set;
     sn_telemetry_opts_t o = {.workers = (int)s->workers,
                              .queue_points = (size_t)s->queue_points,
-                             .max_series = (size_t)s->max_series};
+                             .max_series = (size_t)s->max_series,
+                             .evict =
+                                 !s->series_eviction || strcmp(s->series_eviction, "lru") == 0};
     e->tel = sn_telemetry_new(e->rt, &o, dets, n, sn_correlate_anomalies, e);
     return e->tel ? 0 : SN_ENOMEM;
 }
@@ -565,6 +567,7 @@ void sn_engine_free(sn_engine_t *e)
         if (evs[i])
             event_free(evs[i]);
     sn_incidents_free(e);
+    sn_cseries_free(e);
     sn_auditlog_free(e);
     sn_model_free(e->model);
     sn_loader_free(e->loader);

@@ -141,6 +141,9 @@ static void h_metrics(reqctx_t *c)
               NULL, (double)ts.points);
     sn_metric(e->rt, SN_METRIC_GAUGE, "telemetry_series_dropped",
               "Series refused at the max_series cap", NULL, (double)ts.series_dropped);
+    sn_metric(e->rt, SN_METRIC_GAUGE, "telemetry_series_evicted",
+              "Idle series evicted at the max_series cap (detector state restarts)", NULL,
+              (double)ts.series_evicted);
     sn_metric(e->rt, SN_METRIC_GAUGE, "audit_seq", "Last audit sequence number written", NULL,
               (double)e->audit.seq);
     char *text = sn_metrics_render(e->rt);

@@ -88,17 +88,36 @@ const char *sn_incident_state(const sn_incident_t *inc)
 json_t *sn_incident_summary(const sn_incident_t *inc)
 {
     json_t *d = inc->doc;
-    return json_pack("{s:s,s:O,s:O,s:O,s:O,s:O,s:O}", "id", inc->id, "state",
-                     json_object_get(d, "state"), "severity", json_object_get(d, "severity"),
-                     "title", json_object_get(d, "title"), "services",
-                     json_object_get(d, "services"), "opened_at", json_object_get(d, "opened_at"),
-                     "updated_at", json_object_get(d, "updated_at"));
+    json_t *sum = json_pack(
+        "{s:s,s:O,s:O,s:O,s:O,s:O,s:O}", "id", inc->id, "state", json_object_get(d, "state"),
+        "severity", json_object_get(d, "severity"), "title", json_object_get(d, "title"),
+        "services", json_object_get(d, "services"), "opened_at", json_object_get(d, "opened_at"),
+        "updated_at", json_object_get(d, "updated_at"));
+    static const char *const optional[] = {"priority", "confidence", "fingerprint"};
+    for (size_t i = 0; sum && i < sizeof(optional) / sizeof(optional[0]); i++) {
+        json_t *v = json_object_get(d, optional[i]);
+        if (v && !json_is_null(v))
+            json_object_set(sum, optional[i], v);
+    }
+    return sum;
 }
 
 static void incident_free(sn_incident_t *inc)
 {
     json_decref(inc->doc);
     free(inc);
+}
+
+void sn_incident_remove(sn_engine_t *e, sn_incident_t *inc)
+{
+    for (sn_incident_t **pp = &e->incidents; *pp; pp = &(*pp)->next) {
+        if (*pp == inc) {
+            *pp = inc->next;
+            incident_free(inc);
+            e->nincidents--;
+            return;
+        }
+    }
 }
 
 void sn_incident_trim(sn_engine_t *e)

@@ -22,7 +22,22 @@ const sn_param_t sn_core_params[] = {
     {"workers", SN_T_INT, "2", 0, "telemetry worker threads (series sharded by hash)"},
     {"max_body", SN_T_SIZE, "8m", 0, "largest accepted HTTP request body"},
     {"max_series", SN_T_INT, "1000000", 0, "active series cap across all workers"},
+    {"series_eviction", SN_T_STRING, "lru", 0,
+     "at max_series: lru evicts the least recently seen series (its detector state restarts "
+     "if it returns), refuse drops points of new series; both are counted in /metrics"},
     {"queue_points", SN_T_INT, "1000000", 0, "points queued for workers before ingest says 503"},
+    {"min_votes", SN_T_DOUBLE, "1", 0,
+     "sum of detector weights that must flag one series within vote_window before the anomaly "
+     "counts; 1 = any detector (weights default to 1)"},
+    {"vote_window", SN_T_DURATION, "60", 0,
+     "event time within which verdicts of different detectors on one series are counted together"},
+    {"flap_threshold", SN_T_INT, "4", 0,
+     "anomalies of one series within flap_window that mark it flapping: later ones are "
+     "suppressed (counted) until it is quiet for a flap_window; 0 disables"},
+    {"flap_window", SN_T_DURATION, "3600", 0, "event-time window of flap detection"},
+    {"dedup_similarity", SN_T_DOUBLE, "0.9", 0,
+     "a new incident whose embedding is at least this similar to an open incident's folds into "
+     "it (needs embedder and vector); 0 disables"},
     {"correlate_window", SN_T_DURATION, "300", 0,
      "anomalies within this event-time window of an open incident join it"},
     {"group_wait", SN_T_DURATION, "60", 0,
@@ -59,6 +74,7 @@ static const sn_param_t executor_params[] = {
 static const sn_param_t detector_params[] = {
     {"plugin", SN_T_STRING, NULL, SN_PARAM_REQUIRED, "plugin module (type) of this instance"},
     {"metrics", SN_T_LIST, "*", 0, "metric names (or prefix*) this detector observes"},
+    {"weight", SN_T_DOUBLE, "1", 0, "this detector's vote towards [sentinel] min_votes"},
     {NULL, 0, NULL, 0, NULL},
 };
 
@@ -136,6 +152,12 @@ static void settings_read(sn_model_t *m)
     s->max_body = sn_cfg_int(c, "max_body");
     s->max_series = sn_cfg_int(c, "max_series");
     s->queue_points = sn_cfg_int(c, "queue_points");
+    s->series_eviction = sn_cfg_str(c, "series_eviction");
+    s->min_votes = sn_cfg_double(c, "min_votes");
+    s->vote_window_ms = sn_cfg_int(c, "vote_window");
+    s->flap_threshold = sn_cfg_int(c, "flap_threshold");
+    s->flap_window_ms = sn_cfg_int(c, "flap_window");
+    s->dedup_similarity = sn_cfg_double(c, "dedup_similarity");
     s->correlate_window_ms = sn_cfg_int(c, "correlate_window");
     s->group_wait_ms = sn_cfg_int(c, "group_wait");
     s->group_wait_wall_ms = sn_cfg_int(c, "group_wait_wall");
@@ -158,6 +180,21 @@ static void check_settings(sn_model_t *m, const sn_conf_section_t *sec, sn_diag_
         sn_diag_add(d, file, SN_KEYLINE("max_series"), "key 'max_series': must be positive");
     if (s->queue_points < 1024)
         sn_diag_add(d, file, SN_KEYLINE("queue_points"), "key 'queue_points': at least 1024");
+    if (s->series_eviction && strcmp(s->series_eviction, "lru") != 0 &&
+        strcmp(s->series_eviction, "refuse") != 0)
+        sn_diag_add(d, file, SN_KEYLINE("series_eviction"),
+                    "key 'series_eviction': '%s' is not lru or refuse", s->series_eviction);
+    if (!(s->min_votes > 0) || s->min_votes > 1000)
+        sn_diag_add(d, file, SN_KEYLINE("min_votes"), "key 'min_votes': must be in (0, 1000]");
+    if (s->vote_window_ms < 0)
+        sn_diag_add(d, file, SN_KEYLINE("vote_window"), "key 'vote_window': must not be negative");
+    if (s->flap_threshold < 0 || s->flap_threshold > 16)
+        sn_diag_add(d, file, SN_KEYLINE("flap_threshold"), "key 'flap_threshold': must be 0..16");
+    if (s->flap_window_ms < 1000)
+        sn_diag_add(d, file, SN_KEYLINE("flap_window"), "key 'flap_window': at least 1s");
+    if (s->dedup_similarity < 0 || s->dedup_similarity > 1)
+        sn_diag_add(d, file, SN_KEYLINE("dedup_similarity"),
+                    "key 'dedup_similarity': must be between 0 and 1");
     if (s->log_level && strcmp(s->log_level, "debug") && strcmp(s->log_level, "info") &&
         strcmp(s->log_level, "warn") && strcmp(s->log_level, "error"))
         sn_diag_add(d, file, SN_KEYLINE("log_level"),
@@ -280,8 +317,13 @@ sn_model_t *sn_model_build(sn_conf_t *conf, sn_loader_t *loader, sn_diag_t *d)
         in->digest = instance_digest(in->type, in->cfg);
         if (kind == SN_EXECUTOR)
             check_executor(m, in, s, d);
-        if (kind == SN_DETECTOR)
+        if (kind == SN_DETECTOR) {
             in->metrics = sn_cfg_list(in->cfg, "metrics");
+            in->weight = sn_cfg_double(in->cfg, "weight");
+            if (!(in->weight >= 0) || in->weight > 1000)
+                sn_diag_add(d, conf->file, s->line, "[%s]: key 'weight': must be 0..1000",
+                            in->label);
+        }
         if (kind == SN_NOTIFIER)
             in->events = sn_cfg_list(in->cfg, "events");
     }

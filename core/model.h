@@ -30,6 +30,7 @@ typedef struct sn_instance {
     sn_cfg_t *cfg;
     sn_exec_policy_t policy;    /**< executors only */
     const char *const *metrics; /**< detectors: metric patterns they observe ("*" = all) */
+    double weight;              /**< detectors: vote towards min_votes */
     const char *const *events;  /**< notifiers: events they receive */
 } sn_instance_t;
 
@@ -46,6 +47,12 @@ typedef struct sn_settings {
     int64_t max_body;
     int64_t max_series;
     int64_t queue_points;
+    const char *series_eviction; /**< "lru" or "refuse" */
+    double min_votes;
+    int64_t vote_window_ms;
+    int64_t flap_threshold;
+    int64_t flap_window_ms;
+    double dedup_similarity;
     int64_t correlate_window_ms;
     int64_t group_wait_ms;
     int64_t group_wait_wall_ms;

@@ -13,7 +13,8 @@
  *  - the graph, safety settings, API keys and max_body switch with the model; incident
  *    cursors and loop budgets are kept by node name.
  * Stores, detectors and the settings that shape sockets and worker threads (listen,
- * plugin_dir, state, vector, workers, queue_points, max_series, instance_id) are only read at
+ * plugin_dir, state, vector, workers, queue_points, max_series, series_eviction,
+ * instance_id) are only read at
  * start: a reload that changes them is refused with the reason, and the operator restarts.
  */
 #include "auth.h"
@@ -70,6 +71,7 @@ static int needs_restart(const sn_engine_t *e, const sn_model_t *m, char *why, s
         {"workers", o->workers == n->workers},
         {"queue_points", o->queue_points == n->queue_points},
         {"max_series", o->max_series == n->max_series},
+        {"series_eviction", same_str(o->series_eviction, n->series_eviction)},
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         if (!keys[i].same) {

@@ -38,6 +38,7 @@ typedef struct series {
     char *metric;
     json_t *labels;
     uint32_t mask; /* detectors that observe this series */
+    uint32_t ref;  /* seen since the eviction hand last passed */
     unsigned char *state;
 } series_t;
 
@@ -52,6 +53,7 @@ typedef struct worker {
     /* owned by the worker thread */
     series_t *tab;
     size_t cap, count;
+    size_t hand; /* eviction clock hand */
 } worker_t;
 
 struct sn_telemetry {
@@ -66,7 +68,8 @@ struct sn_telemetry {
     int nw;
     size_t queue_cap;  /* per worker */
     size_t series_cap; /* per worker */
-    _Atomic uint64_t points, anomalies, series, dropped, rejected;
+    int evict;         /* at the cap: evict an idle series (1) or refuse the new one (0) */
+    _Atomic uint64_t points, anomalies, series, dropped, rejected, evicted;
 };
 
 struct sn_tbuild {
@@ -184,6 +187,58 @@ static int tab_grow(worker_t *w)
     return 0;
 }
 
+static void series_release(series_t *s)
+{
+    free(s->metric);
+    json_decref(s->labels);
+    free(s->state);
+}
+
+/* Remove slot @p i and shift later members of its probe run back, so lookups never meet a
+ * hole inside a run (no tombstones). */
+static void tab_delete(worker_t *w, size_t i)
+{
+    size_t mask = w->cap - 1, j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!w->tab[j].key)
+            break;
+        size_t home = w->tab[j].key & mask;
+        /* The member at j may move to i unless its home lies cyclically in (i, j]. */
+        int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            w->tab[i] = w->tab[j];
+            i = j;
+        }
+    }
+    memset(&w->tab[i], 0, sizeof(w->tab[i]));
+    w->count--;
+}
+
+/* CLOCK (second chance): the hand clears the ref bit of series seen since its last pass and
+ * evicts the first one not seen, an approximation of least recently used in O(1) amortised.
+ * The evicted series' detector state is lost: it warms up again if it comes back. */
+static int evict_one(worker_t *w)
+{
+    for (size_t steps = 0; steps < 2 * w->cap + 1; steps++) {
+        size_t i = w->hand;
+        w->hand = (w->hand + 1) & (w->cap - 1);
+        series_t *s = &w->tab[i];
+        if (!s->key)
+            continue;
+        if (s->ref) {
+            s->ref = 0;
+            continue;
+        }
+        series_release(s);
+        tab_delete(w, i);
+        atomic_fetch_add(&w->t->evicted, 1);
+        atomic_fetch_sub(&w->t->series, 1);
+        return 0;
+    }
+    return SN_ENOMEM;
+}
+
 static series_t *series_get(worker_t *w, const pentry_t *p)
 {
     sn_telemetry_t *t = w->t;
@@ -191,12 +246,14 @@ static series_t *series_get(worker_t *w, const pentry_t *p)
     if (w->cap) {
         size_t j = key & (w->cap - 1);
         while (w->tab[j].key) {
-            if (w->tab[j].key == key)
+            if (w->tab[j].key == key) {
+                w->tab[j].ref = 1;
                 return &w->tab[j];
+            }
             j = (j + 1) & (w->cap - 1);
         }
     }
-    if (w->count >= t->series_cap) {
+    if (w->count >= t->series_cap && (!t->evict || evict_one(w) != 0)) {
         atomic_fetch_add(&t->dropped, 1);
         return NULL;
     }
@@ -221,12 +278,11 @@ static series_t *series_get(worker_t *w, const pentry_t *p)
     }
     s->state = t->state_size ? calloc(1, t->state_size) : NULL;
     if (!s->metric || !s->labels || (t->state_size && !s->state)) {
-        free(s->metric);
-        json_decref(s->labels);
-        free(s->state);
+        series_release(s);
         memset(s, 0, sizeof(*s));
         return NULL;
     }
+    s->ref = 1;
     s->mask = 0;
     for (size_t d = 0; d < t->ndets; d++)
         if (metric_matches(t->dets[d].metrics, s->metric))
@@ -313,6 +369,7 @@ sn_telemetry_t *sn_telemetry_new(sn_runtime_t *rt, const sn_telemetry_opts_t *o,
     t->nw = o->workers;
     t->queue_cap = o->queue_points / (size_t)o->workers + 1;
     t->series_cap = o->max_series / (size_t)o->workers + 1;
+    t->evict = o->evict;
     t->w = calloc((size_t)t->nw, sizeof(*t->w));
     if (!t->w) {
         free(t);
@@ -494,6 +551,7 @@ void sn_telemetry_stats(sn_telemetry_t *t, sn_telemetry_stats_t *out)
     out->anomalies = atomic_load(&t->anomalies);
     out->series = atomic_load(&t->series);
     out->series_dropped = atomic_load(&t->dropped);
+    out->series_evicted = atomic_load(&t->evicted);
     out->rejected_batches = atomic_load(&t->rejected);
     for (int i = 0; i < t->nw; i++) {
         pthread_mutex_lock(&t->w[i].mu);

@@ -36,6 +36,7 @@ typedef struct sn_telemetry_opts {
     int workers;
     size_t queue_points; /**< all workers together */
     size_t max_series;   /**< all workers together */
+    int evict;           /**< at the cap: evict the least recently seen series (CLOCK) */
 } sn_telemetry_opts_t;
 
 /** Ownership: @p dets is copied (the detector instances must outlive the plane). */
@@ -61,7 +62,7 @@ void sn_tbuild_free(sn_tbuild_t *b);
 void sn_telemetry_flush(sn_telemetry_t *t);
 
 typedef struct sn_telemetry_stats {
-    uint64_t points, anomalies, series, series_dropped, rejected_batches, queued;
+    uint64_t points, anomalies, series, series_dropped, series_evicted, rejected_batches, queued;
 } sn_telemetry_stats_t;
 void sn_telemetry_stats(sn_telemetry_t *t, sn_telemetry_stats_t *out);
 
