@@ -4,3 +4,4 @@ set -euo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."
 python3 scripts/bench.py "$build"
+python3 scripts/alert_fatigue.py --sentineld "$build/core/sentineld"
