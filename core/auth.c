@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct key {
     char name[64];
@@ -61,10 +62,16 @@ sn_auth_t *sn_auth_new(const char *const *specs, const char *file, int line, sn_
         snprintf(buf, sizeof(buf), "%s", specs[i]);
         char *save = NULL;
         char *name = strtok_r(buf, ":", &save), *role = strtok_r(NULL, ":", &save),
-             *alg = strtok_r(NULL, ":", &save), *hex = strtok_r(NULL, ":", &save);
+             *alg = strtok_r(NULL, ":", &save), *hex = strtok_r(NULL, ":", &save),
+             *extra = strtok_r(NULL, ":", &save);
         sn_role_t r;
-        if (!name || !role || !alg || !hex || strcmp(alg, "sha256") != 0) {
+        if (!name || !role || !alg || !hex || extra || strcmp(alg, "sha256") != 0) {
             sn_diag_add(d, file, line, "api_key #%zu: expected NAME:ROLE:sha256:HEX", i + 1);
+            continue;
+        }
+        if (strlen(name) >= sizeof(a->keys[0].name)) {
+            sn_diag_add(d, file, line, "api_key #%zu: name longer than %zu characters", i + 1,
+                        sizeof(a->keys[0].name) - 1);
             continue;
         }
         if (sn_role_parse(role, &r) != 0) {
@@ -80,11 +87,20 @@ sn_auth_t *sn_auth_new(const char *const *specs, const char *file, int line, sn_
             sn_diag_add(d, file, line, "api_key '%s': the hash must be 64 hex digits", name);
             continue;
         }
+        const char *same_hash = NULL;
         int dup = 0;
-        for (size_t k = 0; k < a->n; k++)
+        for (size_t k = 0; k < a->n; k++) {
             dup |= strcmp(a->keys[k].name, name) == 0;
+            if (strncasecmp(a->keys[k].hash, hex, 64) == 0)
+                same_hash = a->keys[k].name;
+        }
         if (dup) {
             sn_diag_add(d, file, line, "api_key '%s' is duplicate", name);
+            continue;
+        }
+        if (same_hash) {
+            /* One key, two roles: whichever matched first would win silently. */
+            sn_diag_add(d, file, line, "api_key '%s': same hash as '%s'", name, same_hash);
             continue;
         }
         key_t_ *k = &a->keys[a->n++];

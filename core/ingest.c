@@ -118,7 +118,9 @@ static int parse_line(const char *line, size_t n, const sn_ingest_limits_t *lim,
         return -1;
     }
     json_error_t err;
-    json_t *o = json_loadb(line, n, JSON_REJECT_DUPLICATES, &err);
+    /* Integers as reals: a value beyond int64 is still a finite number, and epoch ms stay
+     * exact (below 2^53). */
+    json_t *o = json_loadb(line, n, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &err);
     if (!o) {
         int overflow = strstr(err.text, "overflow") != NULL;
         bad->reason = overflow ? SN_IR_NONFINITE : SN_IR_JSON;

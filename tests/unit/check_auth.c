@@ -174,17 +174,24 @@ START_TEST(bad_specs_name_file_and_line)
     spec_for(good, sizeof(good), "grafana", "viewer", "k1");
     spec_for(dup, sizeof(dup), "grafana", "admin", "k2");
     snprintf(nothex, sizeof(nothex), "nothex:viewer:sha256:%.63sg", SHA_ABC);
+    char samehash[160], longname[200];
+    spec_for(samehash, sizeof(samehash), "rogue", "admin", "k1");
+    spec_for(longname, sizeof(longname),
+             "a-name-of-sixty-four-characters-is-one-too-many-for-the-table-xx", "viewer", "k3");
     const char *specs[] = {
         good,
-        "nohash:viewer:sha256",            /* #2: missing field */
-        "weak:viewer:md5:" SHA_ABC,        /* #3: wrong algorithm */
-        "boss:root:sha256:" SHA_ABC,       /* unknown role */
-        "short:viewer:sha256:abcdef",      /* hash too short */
-        "long:viewer:sha256:" SHA_ABC "0", /* hash too long */
-        nothex,                            /* a non-hex digit */
-        dup,                               /* duplicate name */
-        "",                                /* #9: empty */
-        "justaname",                       /* #10 */
+        "nohash:viewer:sha256",              /* #2: missing field */
+        "weak:viewer:md5:" SHA_ABC,          /* #3: wrong algorithm */
+        "boss:root:sha256:" SHA_ABC,         /* unknown role */
+        "short:viewer:sha256:abcdef",        /* hash too short */
+        "long:viewer:sha256:" SHA_ABC "0",   /* hash too long */
+        nothex,                              /* a non-hex digit */
+        dup,                                 /* duplicate name */
+        "",                                  /* #9: empty */
+        "justaname",                         /* #10 */
+        "extra:viewer:sha256:" SHA_ABC ":x", /* #11: a fifth field */
+        samehash,                            /* the good key's hash under another name */
+        longname,                            /* #13 */
         NULL,
     };
     sn_diag_t d;
@@ -204,6 +211,9 @@ START_TEST(bad_specs_name_file_and_line)
         "/etc/sentinel.conf:42: api_key 'grafana' is duplicate",
         "/etc/sentinel.conf:42: api_key #9: expected NAME:ROLE:sha256:HEX",
         "/etc/sentinel.conf:42: api_key #10: expected NAME:ROLE:sha256:HEX",
+        "/etc/sentinel.conf:42: api_key #11: expected NAME:ROLE:sha256:HEX",
+        "/etc/sentinel.conf:42: api_key 'rogue': same hash as 'grafana'",
+        "/etc/sentinel.conf:42: api_key #13: name longer than 63 characters",
     };
     ck_assert_uint_eq(d.n, sizeof(want) / sizeof(want[0]));
     for (size_t i = 0; i < d.n; i++)

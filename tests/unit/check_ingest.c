@@ -99,6 +99,20 @@ static void expect_bad(const char *line, int reason, const char *needle)
 
 /* ---- valid records ------------------------------------------------------------------------ */
 
+START_TEST(integer_beyond_int64_is_a_number)
+{
+    got_t g;
+    sn_ingest_stats_t st;
+    sn_diag_t errs;
+    parse("{\"ts\":1795600800000,\"metric\":\"bytes\",\"value\":100000000000000000000}\n", &g, &st,
+          &errs);
+    ck_assert_uint_eq(st.accepted, 1);
+    ck_assert(g.r[0].value == 1e20);
+    ck_assert_int_eq(g.r[0].ts_ms, T0_MS); /* epoch ms stay exact */
+    sn_diag_free(&errs);
+}
+END_TEST
+
 START_TEST(point_log_change_parsed)
 {
     const char *text =
@@ -652,6 +666,7 @@ int main(void)
     Suite *s = suite_create("ingest");
     TCase *tc = tcase_create("records");
     tcase_add_test(tc, point_log_change_parsed);
+    tcase_add_test(tc, integer_beyond_int64_is_a_number);
     tcase_add_test(tc, metric_names_accepted);
     tcase_add_test(tc, series_hash_stable_and_distinct);
     suite_add_tcase(s, tc);

@@ -55,6 +55,12 @@ START_TEST(time_parses_rfc3339_and_epoch)
     ck_assert_int_eq(sn_parse_time_ms("1795600800000", &ms), 0);
     ck_assert_int_eq(ms, 1795600800000LL);
     ck_assert_int_eq(sn_parse_time_ms("2026-13-01T00:00:00Z", &ms), SN_EINVAL);
+    ck_assert_int_eq(sn_parse_time_ms("2026-02-31T00:00:00Z", &ms), SN_EINVAL);
+    ck_assert_int_eq(sn_parse_time_ms("2026-04-31T00:00:00Z", &ms), SN_EINVAL);
+    ck_assert_int_eq(sn_parse_time_ms("2026-02-29T00:00:00Z", &ms), SN_EINVAL);
+    ck_assert_int_eq(sn_parse_time_ms("2028-02-29T00:00:00Z", &ms), 0); /* leap year */
+    ck_assert_int_eq(sn_parse_time_ms("2100-02-29T00:00:00Z", &ms), SN_EINVAL);
+    ck_assert_int_eq(sn_parse_time_ms("2000-02-29T00:00:00Z", &ms), 0);
     ck_assert_int_eq(sn_parse_time_ms("yesterday", &ms), SN_EINVAL);
     ck_assert_int_eq(sn_parse_time_ms("2026-11-25T10:00:00", &ms), SN_EINVAL);
     char out[32];
