@@ -159,6 +159,8 @@ extern const sn_kind_t sn_engine_start_order[SN_START_KINDS];
  * the instance's line. Ownership: free with sn_engine_live_free. */
 sn_live_t *sn_engine_live_new(sn_engine_t *e, sn_instance_t *in, const char *file, sn_diag_t *d);
 int sn_engine_live_start(sn_live_t *lv);
+/** debug, info (also NULL or unknown), warn, error. */
+void sn_engine_apply_log_level(const char *level);
 /** Destroy (the caller stopped it first) and free. */
 void sn_engine_live_free(sn_live_t *lv);
 sn_live_t *sn_engine_live(sn_engine_t *e, const char *name);

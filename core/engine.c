@@ -240,6 +240,16 @@ sn_live_t *sn_engine_live_new(sn_engine_t *e, sn_instance_t *in, const char *fil
     return lv;
 }
 
+void sn_engine_apply_log_level(const char *level)
+{
+    if (!level)
+        return;
+    sn_log_set_level(strcmp(level, "debug") == 0   ? SN_LOG_DEBUG
+                     : strcmp(level, "warn") == 0  ? SN_LOG_WARN
+                     : strcmp(level, "error") == 0 ? SN_LOG_ERROR
+                                                   : SN_LOG_INFO);
+}
+
 int sn_engine_live_start(sn_live_t *lv)
 {
     const sn_plugin_t *p = lv->in->mod->plugin;
@@ -307,6 +317,8 @@ sn_engine_t *sn_engine_new(const sn_engine_opts_t *o, sn_diag_t *d)
     if (!e->model)
         goto fail;
     const sn_settings_t *s = &e->model->set;
+    /* Before any plugin is created, so their start-up lines obey it too. */
+    sn_engine_apply_log_level(s->log_level);
     if (s->instance_id) {
         snprintf(e->instance_id, sizeof(e->instance_id), "%s", s->instance_id);
     } else if (gethostname(e->instance_id, sizeof(e->instance_id) - 1) != 0) {
@@ -404,16 +416,6 @@ static int start_telemetry(sn_engine_t *e)
 int sn_engine_start(sn_engine_t *e)
 {
     const sn_settings_t *s = &e->model->set;
-    if (s->log_level) {
-        sn_log_level_t lvl = SN_LOG_INFO;
-        if (strcmp(s->log_level, "debug") == 0)
-            lvl = SN_LOG_DEBUG;
-        else if (strcmp(s->log_level, "warn") == 0)
-            lvl = SN_LOG_WARN;
-        else if (strcmp(s->log_level, "error") == 0)
-            lvl = SN_LOG_ERROR;
-        sn_log_set_level(lvl);
-    }
     if (!e->state)
         sn_log(SN_LOG_WARN, NULL, NULL, NULL,
                "no [sentinel] state store: incidents are not checkpointed and the audit chain "

@@ -193,16 +193,6 @@ static void audit_result(sn_engine_t *e, const char *result, json_t *extra)
     json_decref(det);
 }
 
-static void apply_log_level(const char *lvl)
-{
-    if (!lvl)
-        return;
-    sn_log_set_level(strcmp(lvl, "debug") == 0   ? SN_LOG_DEBUG
-                     : strcmp(lvl, "warn") == 0  ? SN_LOG_WARN
-                     : strcmp(lvl, "error") == 0 ? SN_LOG_ERROR
-                                                 : SN_LOG_INFO);
-}
-
 static void refuse(sn_engine_t *e, sn_diag_t *d)
 {
     for (size_t i = 0; i < d->n; i++)
@@ -327,7 +317,7 @@ static void apply(sn_engine_t *e, sn_model_t *m)
     if (e->api)
         sn_api_reconfigure(e->api, auth, m->set.max_body);
     auth = NULL;
-    apply_log_level(m->set.log_level);
+    sn_engine_apply_log_level(m->set.log_level);
 
     /* Old instances stop before their replacements start, so a route or a file they hold is
      * free again. */

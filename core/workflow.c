@@ -1045,15 +1045,28 @@ static void run_verify(sn_incident_t *inc, int node)
     int64_t attempt = attempt_of(inc);
     size_t i;
     json_t *r;
-    int any = 0;
+    int any = 0, done = 0;
     json_array_foreach(json_object_get(inc->doc, "executions"), i, r)
     {
         if (json_integer_value(json_object_get(r, "attempt")) != attempt)
             continue;
         json_array_append(x->list, r);
         const char *st = json_string_value(json_object_get(r, "state"));
+        done |= strcmp(st, "done") == 0;
         if (strcmp(st, "done") == 0 || strcmp(st, "dry_run") == 0)
             any = 1;
+    }
+    if (any && !done) {
+        /* Nothing ran, so nothing can be verified: "resolved" would be a lie. */
+        json_decref(x->list);
+        free(x);
+        sn_incident_event(inc, "verify", "dry_run_only",
+                          "attempt %lld was a dry run: nothing executed, nothing to verify",
+                          (long long)attempt);
+        close_incident(inc, "closed", "closed",
+                       "dry run: the plan is described above and nothing was executed; a human "
+                       "must act");
+        return;
     }
     inc->busy = 1;
     pending_exec(inc, x, 0);

@@ -722,6 +722,9 @@ START_TEST(global_dry_run_changes_nothing)
     json_t *doc = wait_incident(&w, "checkout", "closed*");
     ASSERT_EVENT(doc, "dry_run", "would rollout_restart deployment/shop/checkout");
     ck_assert_uint_eq(events_named(doc, "executed", NULL), 0);
+    ck_assert_uint_eq(events_named(doc, "verified", NULL), 0); /* nothing ran: no "holds" */
+    ck_assert_uint_eq(events_named(doc, "dry_run_only", NULL), 1);
+    ck_assert_str_eq(str_at(doc, "state"), "closed");
     json_t *ex = json_object_get(doc, "executions");
     ck_assert_uint_eq(json_array_size(ex), 1);
     ck_assert_str_eq(str_at(json_array_get(ex, 0), "state"), "dry_run");
