@@ -86,6 +86,8 @@ struct sn_engine {
     sn_live_t *state; /**< the store holding workflows and audit, or NULL */
     sn_live_t *vector;
     sn_live_t *embedder;
+    sn_live_t *telemetry;             /**< store keeping points and history, or NULL */
+    _Atomic uint64_t history_pending; /**< points on their way to it */
     sn_auditlog_t audit;
     sn_incident_t *incidents;
     size_t nincidents;
@@ -126,6 +128,17 @@ void sn_correlate_tick(sn_engine_t *e);
 void sn_correlate_change(sn_engine_t *e, json_t *change);
 /** Refresh the incident's candidate causes from the recent change events. */
 void sn_correlate_attach_changes(sn_engine_t *e, sn_incident_t *inc);
+
+/* history.c */
+typedef struct sn_hwrite sn_hwrite_t;
+/** A batch of points for the telemetry store, or NULL when none is configured. */
+sn_hwrite_t *sn_history_batch(sn_engine_t *e);
+int sn_history_add(sn_hwrite_t *w, const struct sn_record *r);
+/** Hand the batch over (ownership taken); past the bound it is dropped and counted. */
+void sn_history_submit(sn_hwrite_t *w);
+void sn_history_batch_free(sn_hwrite_t *w);
+/** sn_history_fn for the telemetry plane. Thread: a worker. */
+void sn_history_request(void *arg, uint64_t series, int64_t before_ms, int worker);
 
 /* cseries.c */
 /** The entry of @p key (created), or NULL at the bound / out of memory. */

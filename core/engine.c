@@ -47,7 +47,8 @@ int sn_engine_port(sn_engine_t *e)
 typedef struct ingest_ctx {
     sn_engine_t *e;
     sn_tbuild_t *b;
-    json_t *events; /* changes and logs for the loop */
+    sn_hwrite_t *hw; /* the same points for the telemetry store, or NULL */
+    json_t *events;  /* changes and logs for the loop */
     int64_t max_ts;
     int oom;
 } ingest_ctx_t;
@@ -59,6 +60,8 @@ static void on_record(void *arg, const sn_record_t *r)
         c->max_ts = r->ts_ms;
     if (r->type == SN_REC_POINT) {
         if (sn_tbuild_add(c->b, r) != 0)
+            c->oom = 1;
+        if (c->hw && sn_history_add(c->hw, r) != 0)
             c->oom = 1;
         return;
     }
@@ -108,9 +111,11 @@ int sn_engine_ingest(sn_engine_t *e, const char *buf, size_t len, const char *or
     ingest_ctx_t c = {.e = e, .max_ts = INT64_MIN};
     c.b = sn_tbuild_new(e->tel);
     c.events = json_array();
-    if (!c.b || !c.events) {
+    c.hw = sn_history_batch(e);
+    if (!c.b || !c.events || (e->telemetry && !c.hw)) {
         sn_tbuild_free(c.b);
         json_decref(c.events);
+        sn_history_batch_free(c.hw);
         return SN_ENOMEM;
     }
     sn_ingest_stats_t local;
@@ -121,16 +126,19 @@ int sn_engine_ingest(sn_engine_t *e, const char *buf, size_t len, const char *or
     if (c.oom) {
         sn_tbuild_free(c.b);
         json_decref(c.events);
+        sn_history_batch_free(c.hw);
         return SN_ENOMEM;
     }
     size_t npoints = sn_tbuild_count(c.b);
     int rc = sn_tbuild_commit(c.b);
     if (rc != 0) {
+        sn_history_batch_free(c.hw);
         json_decref(c.events);
         sn_metric(e->rt, SN_METRIC_COUNTER, "ingest_rejected_total", "Records refused at ingest",
                   "reason=\"backpressure\"", (double)stats->accepted);
         return rc;
     }
+    sn_history_submit(c.hw);
     if (json_array_size(c.events) > 0) {
         events_post_t *p = malloc(sizeof(*p));
         if (p) {
@@ -330,6 +338,7 @@ sn_engine_t *sn_engine_new(const sn_engine_opts_t *o, sn_diag_t *d)
     e->state = s->state ? sn_engine_live(e, s->state) : NULL;
     e->vector = s->vector ? sn_engine_live(e, s->vector) : NULL;
     e->embedder = s->embedder ? sn_engine_live(e, s->embedder) : NULL;
+    e->telemetry = s->telemetry ? sn_engine_live(e, s->telemetry) : NULL;
     return e;
 fail:
     sn_engine_free(e);
@@ -404,7 +413,9 @@ static int start_telemetry(sn_engine_t *e)
         n++;
     }
     const sn_settings_t *s = &e->model->set;
-    sn_telemetry_opts_t o = {.workers = (int)s->workers,
+    sn_telemetry_opts_t o = {.history = e->telemetry ? sn_history_request : NULL,
+                             .history_arg = e,
+                             .workers = (int)s->workers,
                              .queue_points = (size_t)s->queue_points,
                              .max_series = (size_t)s->max_series,
                              .evict =

@@ -141,6 +141,14 @@ static void h_metrics(reqctx_t *c)
               NULL, (double)ts.points);
     sn_metric(e->rt, SN_METRIC_GAUGE, "telemetry_series_dropped",
               "Series refused at the max_series cap", NULL, (double)ts.series_dropped);
+    sn_metric(e->rt, SN_METRIC_GAUGE, "telemetry_series_warmed",
+              "New series whose detectors were primed from the telemetry store", NULL,
+              (double)ts.warmed);
+    sn_metric(e->rt, SN_METRIC_GAUGE, "telemetry_series_cold",
+              "New series that started cold: history failed or came too late", "reason=\"failed\"",
+              (double)ts.warm_failed);
+    sn_metric(e->rt, SN_METRIC_GAUGE, "telemetry_series_cold", NULL, "reason=\"skipped\"",
+              (double)ts.warm_skipped);
     sn_metric(e->rt, SN_METRIC_GAUGE, "telemetry_series_evicted",
               "Idle series evicted at the max_series cap (detector state restarts)", NULL,
               (double)ts.series_evicted);

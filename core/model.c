@@ -22,6 +22,11 @@ const sn_param_t sn_core_params[] = {
     {"workers", SN_T_INT, "2", 0, "telemetry worker threads (series sharded by hash)"},
     {"max_body", SN_T_SIZE, "8m", 0, "largest accepted HTTP request body"},
     {"max_series", SN_T_INT, "1000000", 0, "active series cap across all workers"},
+    {"telemetry", SN_T_STRING, NULL, 0,
+     "store instance (TELEMETRY capability) that keeps every point and primes the detectors of "
+     "a new series from its history; unset: no history, new series start cold"},
+    {"warmup_window", SN_T_DURATION, "8d", 0, "how far back a new series' history is read"},
+    {"warmup_points", SN_T_INT, "10000", 0, "most points read to prime one series"},
     {"series_eviction", SN_T_STRING, "lru", 0,
      "at max_series: lru evicts the least recently seen series (its detector state restarts "
      "if it returns), refuse drops points of new series; both are counted in /metrics"},
@@ -153,6 +158,9 @@ static void settings_read(sn_model_t *m)
     s->max_series = sn_cfg_int(c, "max_series");
     s->queue_points = sn_cfg_int(c, "queue_points");
     s->series_eviction = sn_cfg_str(c, "series_eviction");
+    s->telemetry = sn_cfg_str(c, "telemetry");
+    s->warmup_window_ms = sn_cfg_int(c, "warmup_window");
+    s->warmup_points = sn_cfg_int(c, "warmup_points");
     s->min_votes = sn_cfg_double(c, "min_votes");
     s->vote_window_ms = sn_cfg_int(c, "vote_window");
     s->flap_threshold = sn_cfg_int(c, "flap_threshold");
@@ -199,10 +207,12 @@ static void check_settings(sn_model_t *m, const sn_conf_section_t *sec, sn_diag_
         strcmp(s->log_level, "warn") && strcmp(s->log_level, "error"))
         sn_diag_add(d, file, SN_KEYLINE("log_level"),
                     "key 'log_level': '%s' is not debug, info, warn or error", s->log_level);
-    const char *refs[] = {"state", "vector", "embedder"};
-    const char *vals[] = {s->state, s->vector, s->embedder};
-    const sn_kind_t kinds[] = {SN_STORE, SN_STORE, SN_EMBEDDER};
-    for (int i = 0; i < 3; i++) {
+    if (s->warmup_points < 0 || s->warmup_points > 100000)
+        sn_diag_add(d, file, SN_KEYLINE("warmup_points"), "key 'warmup_points': must be 0..100000");
+    const char *refs[] = {"state", "vector", "embedder", "telemetry"};
+    const char *vals[] = {s->state, s->vector, s->embedder, s->telemetry};
+    const sn_kind_t kinds[] = {SN_STORE, SN_STORE, SN_EMBEDDER, SN_STORE};
+    for (int i = 0; i < 4; i++) {
         if (!vals[i])
             continue;
         sn_instance_t *in = sn_model_find(m, vals[i]);
@@ -212,6 +222,14 @@ static void check_settings(sn_model_t *m, const sn_conf_section_t *sec, sn_diag_
         else if (in->kind != kinds[i])
             sn_diag_add(d, file, SN_KEYLINE(refs[i]), "key '%s': '%s' is a %s, not a %s", refs[i],
                         vals[i], sn_kind_name(in->kind), sn_kind_name(kinds[i]));
+    }
+    if (s->telemetry) {
+        sn_instance_t *in = sn_model_find(m, s->telemetry);
+        if (in && in->kind == SN_STORE && in->mod &&
+            !(((const sn_store_ops_t *)in->mod->plugin->ops)->caps & SN_STORE_TELEMETRY))
+            sn_diag_add(d, file, SN_KEYLINE("telemetry"),
+                        "key 'telemetry': store '%s' (%s) offers no TELEMETRY", s->telemetry,
+                        in->type);
     }
     if (s->state) {
         sn_instance_t *in = sn_model_find(m, s->state);

@@ -72,6 +72,7 @@ static int needs_restart(const sn_engine_t *e, const sn_model_t *m, char *why, s
         {"queue_points", o->queue_points == n->queue_points},
         {"max_series", o->max_series == n->max_series},
         {"series_eviction", same_str(o->series_eviction, n->series_eviction)},
+        {"telemetry", same_str(o->telemetry, n->telemetry)},
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         if (!keys[i].same) {
@@ -314,6 +315,7 @@ static void apply(sn_engine_t *e, sn_model_t *m)
     e->state = m->set.state ? sn_engine_live(e, m->set.state) : NULL;
     e->vector = m->set.vector ? sn_engine_live(e, m->set.vector) : NULL;
     e->embedder = m->set.embedder ? sn_engine_live(e, m->set.embedder) : NULL;
+    e->telemetry = m->set.telemetry ? sn_engine_live(e, m->set.telemetry) : NULL;
     if (e->api)
         sn_api_reconfigure(e->api, auth, m->set.max_body);
     auth = NULL;

@@ -19,8 +19,20 @@
 typedef struct tbatch {
     struct tbatch *next;
     size_t n, used, cap;
+    /* A history reply instead of points: data holds hn timestamps then hn values. */
+    int warm, warm_ok;
+    uint64_t warm_key;
+    size_t hn;
     char data[];
 } tbatch_t;
+
+/* Points of a series seen while its history is being fetched, replayed after it. */
+#define SN_WARM_BUF 64
+typedef struct warmbuf {
+    uint32_t n;
+    int64_t ts[SN_WARM_BUF];
+    double v[SN_WARM_BUF];
+} warmbuf_t;
 
 /* Packed point: header then metric bytes then labels (u16 name len, u16 value len, bytes). */
 typedef struct pentry {
@@ -40,6 +52,7 @@ typedef struct series {
     uint32_t mask; /* detectors that observe this series */
     uint32_t ref;  /* seen since the eviction hand last passed */
     unsigned char *state;
+    warmbuf_t *warm; /* non-NULL while its history is being fetched */
 } series_t;
 
 typedef struct worker {
@@ -69,7 +82,12 @@ struct sn_telemetry {
     size_t queue_cap;  /* per worker */
     size_t series_cap; /* per worker */
     int evict;         /* at the cap: evict an idle series (1) or refuse the new one (0) */
+    sn_history_fn history;
+    void *history_arg;
+    size_t max_warming;
+    uint32_t warm_mask; /* detectors that can be primed */
     _Atomic uint64_t points, anomalies, series, dropped, rejected, evicted;
+    _Atomic uint64_t warming, warmed, warm_failed, warm_skipped;
 };
 
 struct sn_tbuild {
@@ -187,8 +205,17 @@ static int tab_grow(worker_t *w)
     return 0;
 }
 
-static void series_release(series_t *s)
+static void warm_done(sn_telemetry_t *t, series_t *s)
 {
+    free(s->warm);
+    s->warm = NULL;
+    atomic_fetch_sub(&t->warming, 1);
+}
+
+static void series_release(sn_telemetry_t *t, series_t *s)
+{
+    if (s->warm)
+        warm_done(t, s);
     free(s->metric);
     json_decref(s->labels);
     free(s->state);
@@ -230,7 +257,7 @@ static int evict_one(worker_t *w)
             s->ref = 0;
             continue;
         }
-        series_release(s);
+        series_release(w->t, s);
         tab_delete(w, i);
         atomic_fetch_add(&w->t->evicted, 1);
         atomic_fetch_sub(&w->t->series, 1);
@@ -278,7 +305,7 @@ static series_t *series_get(worker_t *w, const pentry_t *p)
     }
     s->state = t->state_size ? calloc(1, t->state_size) : NULL;
     if (!s->metric || !s->labels || (t->state_size && !s->state)) {
-        series_release(s);
+        series_release(t, s);
         memset(s, 0, sizeof(*s));
         return NULL;
     }
@@ -287,6 +314,17 @@ static series_t *series_get(worker_t *w, const pentry_t *p)
     for (size_t d = 0; d < t->ndets; d++)
         if (metric_matches(t->dets[d].metrics, s->metric))
             s->mask |= 1u << d;
+    /* A new series asks the telemetry store for its history so its detectors start warm;
+     * until the answer comes it is observed cold and its points are kept for the replay. */
+    if (t->history && (s->mask & t->warm_mask)) {
+        if (atomic_fetch_add(&t->warming, 1) < t->max_warming &&
+            (s->warm = calloc(1, sizeof(*s->warm))) != NULL) {
+            t->history(t->history_arg, key, p->ts, (int)(w - t->w));
+        } else {
+            atomic_fetch_sub(&t->warming, 1);
+            atomic_fetch_add(&t->warm_skipped, 1);
+        }
+    }
     s->key = key;
     w->count++;
     atomic_fetch_add(&t->series, 1);
@@ -306,6 +344,10 @@ static void process_batch(worker_t *w, tbatch_t *b)
         series_t *s = series_get(w, p);
         if (!s)
             continue;
+        if (s->warm && s->warm->n < SN_WARM_BUF) {
+            s->warm->ts[s->warm->n] = p->ts;
+            s->warm->v[s->warm->n++] = p->value;
+        }
         sn_point_t pt = {.ts_ms = p->ts, .value = p->value, .series = s->key, .metric = s->metric};
         for (size_t d = 0; d < t->ndets; d++) {
             if (!(s->mask & (1u << d)))
@@ -318,6 +360,99 @@ static void process_batch(worker_t *w, tbatch_t *b)
     }
     atomic_fetch_add(&t->points, b->n);
     abatch_flush(&ab);
+}
+
+static series_t *series_find(worker_t *w, uint64_t key)
+{
+    if (!w->cap)
+        return NULL;
+    for (size_t j = key & (w->cap - 1); w->tab[j].key; j = (j + 1) & (w->cap - 1))
+        if (w->tab[j].key == key)
+            return &w->tab[j];
+    return NULL;
+}
+
+/* History arrived: restart the series' detectors from it, then replay what was seen since. */
+static void process_warm(worker_t *w, tbatch_t *b)
+{
+    sn_telemetry_t *t = w->t;
+    series_t *s = series_find(w, b->warm_key);
+    if (!s || !s->warm)
+        return; /* evicted meanwhile */
+    if (!b->warm_ok) {
+        atomic_fetch_add(&t->warm_failed, 1); /* degrade: it keeps its cold state */
+        warm_done(t, s);
+        return;
+    }
+    if (s->warm->n >= SN_WARM_BUF) {
+        /* The answer came too late: more points went by than were kept for the replay, and
+         * the cold state has seen them all. */
+        atomic_fetch_add(&t->warm_skipped, 1);
+        warm_done(t, s);
+        return;
+    }
+    const int64_t *ts = (const int64_t *)b->data;
+    const double *v = (const double *)(b->data + b->hn * sizeof(int64_t));
+    /* Only history older than the first point seen, in order, counts. */
+    size_t n = 0;
+    while (n < b->hn && (s->warm->n == 0 || ts[n] < s->warm->ts[0]))
+        n++;
+    if (n > 0) {
+        memset(s->state, 0, t->state_size);
+        for (size_t d = 0; d < t->ndets; d++) {
+            const sn_detector_ops_t *ops = t->dets[d].ops;
+            if (!(s->mask & (1u << d)))
+                continue;
+            if (ops->warmup) {
+                ops->warmup(t->dets[d].self, s->state + t->offs[d], ts, v, n);
+                ops->warmup(t->dets[d].self, s->state + t->offs[d], s->warm->ts, s->warm->v,
+                            s->warm->n);
+            } else {
+                /* No warmup: its state restarts from the points seen since. */
+                sn_point_t pt = {.series = s->key, .metric = s->metric};
+                for (uint32_t k = 0; k < s->warm->n; k++) {
+                    sn_verdict_t vd;
+                    pt.ts_ms = s->warm->ts[k];
+                    pt.value = s->warm->v[k];
+                    ops->observe(t->dets[d].self, s->state + t->offs[d], &pt, &vd);
+                }
+            }
+        }
+        atomic_fetch_add(&t->warmed, 1);
+    }
+    warm_done(t, s);
+}
+
+void sn_telemetry_warm(sn_telemetry_t *t, int worker, uint64_t series, const int64_t *ts,
+                       const double *v, size_t n, int ok)
+{
+    if (worker < 0 || worker >= t->nw)
+        return;
+    size_t bytes = n * (sizeof(int64_t) + sizeof(double));
+    tbatch_t *b = calloc(1, sizeof(*b) + bytes);
+    if (!b) {
+        /* The series stays marked warming and keeps buffering at most SN_WARM_BUF points;
+         * it is freed with the series. */
+        atomic_fetch_add(&t->warm_failed, 1);
+        return;
+    }
+    b->warm = 1;
+    b->warm_ok = ok;
+    b->warm_key = series ? series : 1;
+    b->hn = n;
+    if (n) {
+        memcpy(b->data, ts, n * sizeof(int64_t));
+        memcpy(b->data + n * sizeof(int64_t), v, n * sizeof(double));
+    }
+    worker_t *w = &t->w[worker];
+    pthread_mutex_lock(&w->mu);
+    if (w->tail)
+        w->tail->next = b;
+    else
+        w->head = b;
+    w->tail = b;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
 }
 
 static void *worker_main(void *arg)
@@ -335,7 +470,10 @@ static void *worker_main(void *arg)
             w->tail = NULL;
         w->busy = 1;
         pthread_mutex_unlock(&w->mu);
-        process_batch(w, b);
+        if (b->warm)
+            process_warm(w, b);
+        else
+            process_batch(w, b);
         pthread_mutex_lock(&w->mu);
         w->queued -= b->n;
         w->busy = 0;
@@ -370,6 +508,12 @@ sn_telemetry_t *sn_telemetry_new(sn_runtime_t *rt, const sn_telemetry_opts_t *o,
     t->queue_cap = o->queue_points / (size_t)o->workers + 1;
     t->series_cap = o->max_series / (size_t)o->workers + 1;
     t->evict = o->evict;
+    t->history = o->history;
+    t->history_arg = o->history_arg;
+    t->max_warming = o->max_warming ? o->max_warming : 256;
+    for (size_t d = 0; d < ndets; d++)
+        if (dets[d].ops->warmup)
+            t->warm_mask |= 1u << d;
     t->w = calloc((size_t)t->nw, sizeof(*t->w));
     if (!t->w) {
         free(t);
@@ -401,12 +545,13 @@ void sn_telemetry_free(sn_telemetry_t *t)
         pthread_cond_signal(&w->cv);
         pthread_mutex_unlock(&w->mu);
         pthread_join(w->thread, NULL);
-        for (size_t j = 0; j < w->cap; j++) {
-            if (!w->tab[j].key)
-                continue;
-            free(w->tab[j].metric);
-            json_decref(w->tab[j].labels);
-            free(w->tab[j].state);
+        for (size_t j = 0; j < w->cap; j++)
+            if (w->tab[j].key)
+                series_release(t, &w->tab[j]);
+        while (w->head) {
+            tbatch_t *b = w->head;
+            w->head = b->next;
+            free(b);
         }
         free(w->tab);
         pthread_mutex_destroy(&w->mu);
@@ -466,8 +611,12 @@ int sn_tbuild_add(sn_tbuild_t *b, const sn_record_t *rec)
         tbatch_t *nb = realloc(tb, sizeof(*nb) + cap);
         if (!nb)
             return SN_ENOMEM;
-        if (!tb)
-            nb->n = nb->used = 0, nb->next = NULL;
+        if (!tb) {
+            nb->n = nb->used = nb->hn = 0;
+            nb->next = NULL;
+            nb->warm = nb->warm_ok = 0;
+            nb->warm_key = 0;
+        }
         nb->cap = cap;
         b->b[wi] = tb = nb;
     }
@@ -552,6 +701,9 @@ void sn_telemetry_stats(sn_telemetry_t *t, sn_telemetry_stats_t *out)
     out->series = atomic_load(&t->series);
     out->series_dropped = atomic_load(&t->dropped);
     out->series_evicted = atomic_load(&t->evicted);
+    out->warmed = atomic_load(&t->warmed);
+    out->warm_failed = atomic_load(&t->warm_failed);
+    out->warm_skipped = atomic_load(&t->warm_skipped);
     out->rejected_batches = atomic_load(&t->rejected);
     for (int i = 0; i < t->nw; i++) {
         pthread_mutex_lock(&t->w[i].mu);

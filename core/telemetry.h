@@ -32,12 +32,24 @@ typedef struct sn_anomaly {
 /** Called on the loop with a batch of anomalies; everything is borrowed for the call. */
 typedef void (*sn_anomaly_fn)(void *arg, const sn_anomaly_t *a, size_t n);
 
+/** Ask for @p series' history before @p before_ms; answer with sn_telemetry_warm(), naming
+ * @p worker. Thread: a worker (post to the loop; never block). */
+typedef void (*sn_history_fn)(void *arg, uint64_t series, int64_t before_ms, int worker);
+
 typedef struct sn_telemetry_opts {
     int workers;
-    size_t queue_points; /**< all workers together */
-    size_t max_series;   /**< all workers together */
-    int evict;           /**< at the cap: evict the least recently seen series (CLOCK) */
+    size_t queue_points;   /**< all workers together */
+    size_t max_series;     /**< all workers together */
+    int evict;             /**< at the cap: evict the least recently seen series (CLOCK) */
+    sn_history_fn history; /**< NULL: new series start cold */
+    void *history_arg;
+    size_t max_warming; /**< history requests in flight (0 = 256); more start cold, counted */
 } sn_telemetry_opts_t;
+
+/** A history answer (oldest first; copied). @p ok = 0: the store failed, the series goes on
+ * with the state it built meanwhile. Thread: any. */
+void sn_telemetry_warm(sn_telemetry_t *t, int worker, uint64_t series, const int64_t *ts,
+                       const double *v, size_t n, int ok);
 
 /** Ownership: @p dets is copied (the detector instances must outlive the plane). */
 sn_telemetry_t *sn_telemetry_new(sn_runtime_t *rt, const sn_telemetry_opts_t *o,
@@ -63,6 +75,7 @@ void sn_telemetry_flush(sn_telemetry_t *t);
 
 typedef struct sn_telemetry_stats {
     uint64_t points, anomalies, series, series_dropped, series_evicted, rejected_batches, queued;
+    uint64_t warmed, warm_failed, warm_skipped; /**< series primed from history, or not */
 } sn_telemetry_stats_t;
 void sn_telemetry_stats(sn_telemetry_t *t, sn_telemetry_stats_t *out);
 

@@ -1,0 +1,218 @@
+/**
+ * @file history.c
+ * The telemetry store, seen from the engine: every accepted point is written to it (in
+ * batches, on the loop, bounded), and a series the workers see for the first time reads its
+ * history back so its detectors start warm (seasonal baselines, variances) after a restart or
+ * on another instance. When the store is slow or down, detection does not wait: writes past the
+ * bound are dropped and counted, and a series whose history does not come starts cold.
+ */
+#include "engine-internal.h"
+#include "ingest.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- writes ---- */
+
+struct sn_hwrite {
+    sn_engine_t *e;
+    sn_point_t *pts;
+    size_t n, cap;
+    sn_label_t *labels; /* all points' labels, each point's a slice */
+    size_t nlabels, lcap;
+    char **strs; /* copies the points and labels point into */
+    size_t nstrs, scap;
+};
+
+static char *keep(sn_hwrite_t *w, const char *s)
+{
+    if (w->nstrs == w->scap) {
+        size_t cap = w->scap ? w->scap * 2 : 64;
+        char **n = realloc(w->strs, cap * sizeof(*n));
+        if (!n)
+            return NULL;
+        w->strs = n;
+        w->scap = cap;
+    }
+    char *c = strdup(s ? s : "");
+    if (c)
+        w->strs[w->nstrs++] = c;
+    return c;
+}
+
+sn_hwrite_t *sn_history_batch(sn_engine_t *e)
+{
+    if (!e->telemetry)
+        return NULL;
+    sn_hwrite_t *w = calloc(1, sizeof(*w));
+    if (w)
+        w->e = e;
+    return w;
+}
+
+void sn_history_batch_free(sn_hwrite_t *w)
+{
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->nstrs; i++)
+        free(w->strs[i]);
+    free(w->strs);
+    free(w->labels);
+    free(w->pts);
+    free(w);
+}
+
+int sn_history_add(sn_hwrite_t *w, const sn_record_t *r)
+{
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 256;
+        sn_point_t *n = realloc(w->pts, cap * sizeof(*n));
+        if (!n)
+            return SN_ENOMEM;
+        w->pts = n;
+        w->cap = cap;
+    }
+    if (w->nlabels + r->nlabels > w->lcap) {
+        size_t cap = w->lcap ? w->lcap * 2 : 256;
+        while (cap < w->nlabels + r->nlabels)
+            cap *= 2;
+        sn_label_t *n = realloc(w->labels, cap * sizeof(*n));
+        if (!n)
+            return SN_ENOMEM;
+        w->labels = n;
+        w->lcap = cap;
+    }
+    sn_point_t *p = &w->pts[w->n];
+    p->ts_ms = r->ts_ms;
+    p->value = r->value;
+    p->series = r->series;
+    p->metric = keep(w, r->metric);
+    /* Labels are an index until the batch is complete: the array may still move. */
+    p->labels = (const sn_label_t *)(uintptr_t)w->nlabels;
+    p->nlabels = r->nlabels;
+    for (size_t i = 0; i < r->nlabels; i++) {
+        sn_label_t *l = &w->labels[w->nlabels++];
+        l->name = keep(w, r->labels[i].name);
+        l->value = keep(w, r->labels[i].value);
+        if (!l->name || !l->value)
+            return SN_ENOMEM;
+    }
+    if (!p->metric)
+        return SN_ENOMEM;
+    w->n++;
+    return 0;
+}
+
+static void written(void *arg, int status, json_t *result)
+{
+    (void)result;
+    sn_hwrite_t *w = arg;
+    sn_engine_t *e = w->e;
+    atomic_fetch_sub(&e->history_pending, w->n);
+    if (status != 0) {
+        sn_metric(e->rt, SN_METRIC_COUNTER, "telemetry_store_dropped_points_total",
+                  "Points the telemetry store did not keep (detection is unaffected)",
+                  "reason=\"error\"", (double)w->n);
+        sn_log(SN_LOG_WARN, "history", NULL, NULL,
+               "telemetry store refused %zu points (%d): history has a gap", w->n, status);
+    }
+    sn_history_batch_free(w);
+}
+
+static void write_on_loop(void *arg)
+{
+    sn_hwrite_t *w = arg;
+    sn_engine_t *e = w->e;
+    if (!e->telemetry) {
+        written(w, SN_ENOTSUP, NULL);
+        return;
+    }
+    const sn_store_ops_t *ops = e->telemetry->in->mod->plugin->ops;
+    ops->telemetry_write(e->telemetry->self, w->pts, w->n, written, w);
+}
+
+void sn_history_submit(sn_hwrite_t *w)
+{
+    if (!w || w->n == 0) {
+        sn_history_batch_free(w);
+        return;
+    }
+    sn_engine_t *e = w->e;
+    for (size_t i = 0; i < w->n; i++)
+        w->pts[i].labels = w->labels + (uintptr_t)w->pts[i].labels;
+    /* Bounded: past queue_points in flight the store is not keeping up, and detection must
+     * not wait for it. */
+    uint64_t before = atomic_fetch_add(&e->history_pending, w->n);
+    if (before + w->n > (uint64_t)e->model->set.queue_points ||
+        sn_runtime_post(e->rt, write_on_loop, w) != 0) {
+        atomic_fetch_sub(&e->history_pending, w->n);
+        sn_metric(e->rt, SN_METRIC_COUNTER, "telemetry_store_dropped_points_total",
+                  "Points the telemetry store did not keep (detection is unaffected)",
+                  "reason=\"backlog\"", (double)w->n);
+        sn_history_batch_free(w);
+    }
+}
+
+/* ---- reads: priming a new series ---- */
+
+typedef struct hreq {
+    sn_engine_t *e;
+    uint64_t series;
+    int64_t before;
+    int worker;
+} hreq_t;
+
+static void history_read(void *arg, int status, json_t *result)
+{
+    hreq_t *r = arg;
+    json_t *pts = status == 0 ? json_object_get(result, "points") : NULL;
+    size_t n = json_array_size(pts);
+    int64_t *ts = calloc(n ? n : 1, sizeof(*ts));
+    double *v = calloc(n ? n : 1, sizeof(*v));
+    size_t k = 0;
+    if (ts && v) {
+        for (size_t i = 0; i < n; i++) {
+            json_t *p = json_array_get(pts, i);
+            ts[k] = (int64_t)json_number_value(json_array_get(p, 0));
+            v[k] = json_number_value(json_array_get(p, 1));
+            if (k == 0 || ts[k] > ts[k - 1]) /* oldest first, strictly */
+                k++;
+        }
+    }
+    if (r->e->tel)
+        sn_telemetry_warm(r->e->tel, r->worker, r->series, ts, v, k, status == 0 && ts && v);
+    free(ts);
+    free(v);
+    free(r);
+}
+
+static void read_on_loop(void *arg)
+{
+    hreq_t *r = arg;
+    sn_engine_t *e = r->e;
+    if (!e->telemetry || e->shutting_down) {
+        history_read(r, SN_ENOTSUP, NULL);
+        return;
+    }
+    const sn_settings_t *s = &e->model->set;
+    const sn_store_ops_t *ops = e->telemetry->in->mod->plugin->ops;
+    ops->telemetry_window(e->telemetry->self, r->series, r->before - s->warmup_window_ms,
+                          r->before - 1, (size_t)s->warmup_points, history_read, r);
+}
+
+void sn_history_request(void *arg, uint64_t series, int64_t before_ms, int worker)
+{
+    sn_engine_t *e = arg;
+    hreq_t *r = malloc(sizeof(*r));
+    if (r) {
+        r->e = e;
+        r->series = series;
+        r->before = before_ms;
+        r->worker = worker;
+        if (sn_runtime_post(e->rt, read_on_loop, r) == 0)
+            return;
+        free(r);
+    }
+    if (e->tel)
+        sn_telemetry_warm(e->tel, worker, series, NULL, NULL, 0, 0);
+}
