@@ -126,12 +126,13 @@ static void attach(sn_engine_t *e, sn_incident_t *inc, const sn_anomaly_t *a)
     if (json_array_size(anoms) < SN_MAX_ANOMALIES_KEPT) {
         char series[17];
         snprintf(series, sizeof(series), "%016llx", (unsigned long long)a->series);
-        json_array_append_new(
-            anoms,
-            json_pack("{s:s,s:s,s:O,s:I,s:f,s:f,s:f,s:f,s:s}", "series", series, "metric",
-                      a->metric, "labels", a->labels, "ts", (json_int_t)a->ts_ms, "value", a->value,
-                      "expected", isfinite(a->expected) ? a->expected : 0.0, "score", a->score,
-                      "confidence", a->confidence, "detector", a->detector));
+        json_array_append_new(anoms,
+                              json_pack("{s:s,s:s,s:O,s:I,s:f,s:f,s:f,s:f,s:s,s:s*}", "series",
+                                        series, "metric", a->metric, "labels", a->labels, "ts",
+                                        (json_int_t)a->ts_ms, "value", a->value, "expected",
+                                        isfinite(a->expected) ? a->expected : 0.0, "score",
+                                        a->score, "confidence", a->confidence, "detector",
+                                        a->detector, "fingerprint", a->fingerprint));
     }
     double max_score = 0;
     size_t i;
@@ -493,31 +494,126 @@ static int admit(sn_engine_t *e, const sn_anomaly_t *a)
     return 0;
 }
 
+static void correlate_one(sn_engine_t *e, const sn_anomaly_t *a)
+{
+    sn_metric(e->rt, SN_METRIC_COUNTER, "anomalies_total", "Anomalies from detectors", NULL, 1);
+    if (!admit(e, a))
+        return;
+    sn_incident_t *inc = match(e, a);
+    if (!inc) {
+        inc = sn_incident_new(e, a->ts_ms);
+        if (!inc) {
+            sn_log(SN_LOG_ERROR, "correlate", NULL, NULL, "out of memory: anomaly lost");
+            return;
+        }
+    } else if (!inc->gathering) {
+        sn_incident_event(inc, "correlate", "anomaly", "%s on %s: %.4g (expected %.4g)",
+                          a->detector, a->metric, a->value, a->expected);
+    }
+    attach(e, inc, a);
+}
+
 void sn_correlate_anomalies(void *eng, const sn_anomaly_t *a, size_t n)
 {
     sn_engine_t *e = eng;
     if (e->shutting_down)
         return; /* they are re-detected from replayed telemetry; the state store is consistent */
     e->anomalies_delivered += n;
-    for (size_t i = 0; i < n; i++) {
-        sn_metric(e->rt, SN_METRIC_COUNTER, "anomalies_total", "Anomalies from detectors", NULL, 1);
-        if (!admit(e, &a[i]))
-            continue;
-        sn_incident_t *inc = match(e, &a[i]);
-        if (!inc) {
-            inc = sn_incident_new(e, a[i].ts_ms);
-            if (!inc) {
-                sn_log(SN_LOG_ERROR, "correlate", NULL, NULL, "out of memory: anomaly lost");
-                continue;
-            }
-        } else if (!inc->gathering) {
-            sn_incident_event(inc, "correlate", "anomaly", "%s on %s: %.4g (expected %.4g)",
-                              a[i].detector, a[i].metric, a[i].value, a[i].expected);
-        }
-        attach(e, inc, &a[i]);
-    }
+    for (size_t i = 0; i < n; i++)
+        correlate_one(e, &a[i]);
     sn_correlate_tick(e);
     sn_incident_trim(e);
+}
+
+/* ---- alerts judged elsewhere ---- */
+
+/* The open incident holding alert @p fp, and its anomaly record. */
+static json_t *find_alert(sn_engine_t *e, const char *fp, sn_incident_t **holder)
+{
+    for (sn_incident_t *inc = e->incidents; inc; inc = inc->next) {
+        if (!inc->open)
+            continue;
+        size_t i;
+        json_t *a;
+        json_array_foreach(json_object_get(inc->doc, "anomalies"), i, a)
+        {
+            const char *afp = json_string_value(json_object_get(a, "fingerprint"));
+            if (afp && strcmp(afp, fp) == 0) {
+                *holder = inc;
+                return a;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Every anomaly of the incident is an alert, and every one is resolved. */
+static int alerts_all_resolved(const sn_incident_t *inc)
+{
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(inc->doc, "anomalies"), i, a)
+    {
+        if (!json_object_get(a, "fingerprint") || !json_is_true(json_object_get(a, "resolved")))
+            return 0;
+    }
+    return json_array_size(json_object_get(inc->doc, "anomalies")) > 0;
+}
+
+void sn_correlate_alert(sn_engine_t *e, json_t *ev)
+{
+    if (e->shutting_down)
+        return; /* the sender repeats it (Alertmanager does, every repeat_interval) */
+    const char *fp = json_string_value(json_object_get(ev, "fingerprint"));
+    const char *name = json_string_value(json_object_get(ev, "alert"));
+    const char *status = json_string_value(json_object_get(ev, "status"));
+    sn_metric(e->rt, SN_METRIC_COUNTER, "alerts_received_total", "Alerts from other systems",
+              strcmp(status, "firing") == 0 ? "status=\"firing\"" : "status=\"resolved\"", 1);
+    sn_incident_t *inc = NULL;
+    json_t *known = find_alert(e, fp, &inc);
+    if (strcmp(status, "firing") == 0) {
+        if (known && json_is_true(json_object_get(known, "resolved"))) {
+            json_object_del(known, "resolved");
+            sn_incident_event(inc, "correlate", "alert_refired", "%s (%s) fires again", name, fp);
+        } else if (known) {
+            suppressed(e, "repeat"); /* a repeat, or another Alertmanager of an HA pair */
+        } else {
+            sn_anomaly_t a = {.series = sn_series_hash(fp, NULL, 0),
+                              .ts_ms = json_integer_value(json_object_get(ev, "ts")),
+                              .value = 1,
+                              .expected = 0,
+                              .score = 1,
+                              .confidence = 1,
+                              .detector = "alert",
+                              .metric = name,
+                              .labels = json_object_get(ev, "labels"),
+                              .fingerprint = fp};
+            correlate_one(e, &a);
+            json_t *rec = find_alert(e, fp, &inc);
+            json_t *ann = json_object_get(ev, "annotations");
+            if (rec && ann)
+                json_object_set(rec, "annotations", ann);
+            sn_correlate_tick(e);
+            sn_incident_trim(e);
+        }
+        return;
+    }
+    if (!known) {
+        suppressed(e, "resolved_unknown");
+        return;
+    }
+    json_object_set_new(known, "resolved", json_true());
+    sn_incident_event(inc, "correlate", "alert_resolved", "%s (%s) resolved at the source", name,
+                      fp);
+    if (!alerts_all_resolved(inc))
+        return;
+    /* A step in flight finishes first; the workflow closes the incident before the next one. */
+    json_object_set_new(inc->doc, "alerts_resolved", json_true());
+    if (!inc->busy) {
+        inc->gathering = 0;
+        sn_workflow_close(inc, "resolved", "resolved",
+                          "every alert of the incident resolved at the source");
+    }
 }
 
 void sn_correlate_tick(sn_engine_t *e)

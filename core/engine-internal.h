@@ -126,6 +126,8 @@ void sn_incidents_free(sn_engine_t *e);
 void sn_correlate_anomalies(void *eng, const sn_anomaly_t *a, size_t n);
 void sn_correlate_tick(sn_engine_t *e);
 void sn_correlate_change(sn_engine_t *e, json_t *change);
+/** An alert from another system (firing or resolved), deduplicated by fingerprint. */
+void sn_correlate_alert(sn_engine_t *e, json_t *alert);
 /** Refresh the incident's candidate causes from the recent change events. */
 void sn_correlate_attach_changes(sn_engine_t *e, sn_incident_t *inc);
 
@@ -155,6 +157,8 @@ void sn_workflow_checkpoint(sn_incident_t *inc, void (*then)(sn_incident_t *), i
 int sn_workflow_decide(sn_incident_t *inc, int approve, const char *actor, const char *reason);
 void sn_workflow_resume_all(sn_engine_t *e);
 void sn_workflow_notify(sn_incident_t *inc, const char *event);
+/** Close an open incident in @p state (resolved, escalated, rejected, closed), notify, save. */
+void sn_workflow_close(sn_incident_t *inc, const char *state, const char *event, const char *why);
 
 /* auditlog.c */
 void sn_auditlog_init(sn_engine_t *e);

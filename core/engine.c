@@ -69,7 +69,17 @@ static void on_record(void *arg, const sn_record_t *r)
     for (size_t i = 0; i < r->nlabels; i++)
         json_object_set_new(labels, r->labels[i].name, json_string(r->labels[i].value));
     json_t *ev = json_pack("{s:I,s:o}", "ts", (json_int_t)r->ts_ms, "labels", labels);
-    if (r->type == SN_REC_CHANGE) {
+    if (r->type == SN_REC_ALERT) {
+        json_object_set_new(ev, "alert", json_string(r->metric));
+        json_object_set_new(ev, "status", json_string(r->level));
+        json_object_set_new(ev, "fingerprint", json_string(r->text));
+        if (r->annotations)
+            json_object_set_new(ev, "annotations", json_deep_copy(r->annotations));
+        if (r->ends_ms)
+            json_object_set_new(ev, "ends", json_integer(r->ends_ms));
+        if (r->group)
+            json_object_set_new(ev, "group", json_string(r->group));
+    } else if (r->type == SN_REC_CHANGE) {
         json_object_set_new(ev, "change", json_string(r->text));
     } else {
         json_object_set_new(ev, "log", json_string(r->text));
@@ -93,6 +103,8 @@ static void deliver_events(void *arg)
     {
         if (json_object_get(ev, "change")) {
             sn_correlate_change(p->e, ev);
+        } else if (json_object_get(ev, "alert")) {
+            sn_correlate_alert(p->e, ev);
         } else {
             if (json_array_size(p->e->logs) >= SN_CHANGES_KEPT)
                 json_array_remove(p->e->logs, 0);

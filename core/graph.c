@@ -52,11 +52,12 @@ enum {
      B(C_ESCALATE))
 
 /* allowed[from] is the set of classes an edge from @from may lead to. Telemetry flows input ->
- * detector -> correlate; from there on an incident moves through the workflow. Notifiers are
+ * detector -> correlate (an input of alerts, already judged elsewhere, may lead straight to
+ * correlate); from there on an incident moves through the workflow. Notifiers are
  * sinks or pass-through, so anything of the workflow may lead to one and one may lead on to
  * anything of the workflow. Resolve and escalate end the workflow. */
 static const unsigned allowed[C_OTHER] = {
-    [C_INPUT] = B(C_DETECTOR),
+    [C_INPUT] = B(C_DETECTOR) | B(C_CORRELATE), /* alerts from a monitoring system */
     [C_DETECTOR] = B(C_CORRELATE),
     [C_CORRELATE] = B(C_ANALYZER) | B(C_APPROVE) | B(C_NOTIFIER) | B(C_EXECUTOR),
     [C_ANALYZER] =

@@ -109,6 +109,56 @@ static int parse_ts(json_t *v, int64_t *out)
     return SN_EINVAL;
 }
 
+/* An alert judged by another system (Alertmanager, say): {"alert": name, "status": "firing" or
+ * "resolved", "fingerprint": id, "labels", optional "annotations" (strings), "ends", "group"}. */
+static int parse_alert(json_t *o, json_t *al, sn_record_t *rec, bad_t *bad)
+{
+    rec->type = SN_REC_ALERT;
+    json_t *st = json_object_get(o, "status"), *fp = json_object_get(o, "fingerprint"),
+           *an = json_object_get(o, "annotations"), *ends = json_object_get(o, "ends"),
+           *grp = json_object_get(o, "group");
+    const char *field = NULL, *why = NULL;
+    if (!json_is_string(al) || !metric_name_ok(json_string_value(al)))
+        field = "alert", why = "not an alert name (a metric name)";
+    else if (!st)
+        field = "status", why = "missing";
+    else if (!json_is_string(st) || (strcmp(json_string_value(st), "firing") != 0 &&
+                                     strcmp(json_string_value(st), "resolved") != 0))
+        field = "status", why = "not 'firing' or 'resolved'";
+    else if (!fp)
+        field = "fingerprint", why = "missing";
+    else if (!json_is_string(fp) || !json_string_length(fp) || json_string_length(fp) > 128)
+        field = "fingerprint", why = "not a string of 1 to 128 characters";
+    else if (an && !json_is_object(an))
+        field = "annotations", why = "not an object";
+    else if (grp && !json_is_string(grp))
+        field = "group", why = "not a string";
+    else if (ends && parse_ts(ends, &rec->ends_ms) != 0)
+        field = "ends", why = "not RFC3339 or epoch milliseconds";
+    if (field) {
+        bad->reason = !st || !fp ? SN_IR_MISSING : SN_IR_TYPE;
+        snprintf(bad->msg, sizeof(bad->msg), "field '%s': %s", field, why);
+        return -1;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(an, k, v)
+    {
+        if (!json_is_string(v)) {
+            bad->reason = SN_IR_TYPE;
+            snprintf(bad->msg, sizeof(bad->msg), "field 'annotations.%.64s': not a string", k);
+            return -1;
+        }
+    }
+    rec->metric = json_string_value(al);
+    rec->level = json_string_value(st);
+    rec->text = json_string_value(fp);
+    rec->annotations = an;
+    rec->group = grp ? json_string_value(grp) : NULL;
+    rec->series = sn_series_hash(rec->text, NULL, 0);
+    return 0;
+}
+
 static int parse_line(const char *line, size_t n, const sn_ingest_limits_t *lim, sn_record_t *rec,
                       sn_label_t *labels, json_t **keep, bad_t *bad)
 {
@@ -136,13 +186,13 @@ static int parse_line(const char *line, size_t n, const sn_ingest_limits_t *lim,
         return -1;
     }
     json_t *m = json_object_get(o, "metric"), *lg = json_object_get(o, "log"),
-           *ch = json_object_get(o, "change");
-    int kinds = (m != NULL) + (lg != NULL) + (ch != NULL);
+           *ch = json_object_get(o, "change"), *al = json_object_get(o, "alert");
+    int kinds = (m != NULL) + (lg != NULL) + (ch != NULL) + (al != NULL);
     if (kinds != 1) {
         bad->reason = kinds ? SN_IR_TYPE : SN_IR_MISSING;
         snprintf(bad->msg, sizeof(bad->msg),
-                 kinds ? "a record has exactly one of 'metric', 'log', 'change'"
-                       : "field 'metric', 'log' or 'change': missing");
+                 kinds ? "a record has exactly one of 'metric', 'log', 'change', 'alert'"
+                       : "field 'metric', 'log', 'change' or 'alert': missing");
         return -1;
     }
     json_t *ts = json_object_get(o, "ts");
@@ -227,6 +277,8 @@ static int parse_line(const char *line, size_t n, const sn_ingest_limits_t *lim,
         }
         rec->text = json_string_value(lg);
         rec->level = lvl ? json_string_value(lvl) : NULL;
+    } else if (al) {
+        return parse_alert(o, al, rec, bad);
     } else {
         rec->type = SN_REC_CHANGE;
         if (!json_is_string(ch) || !json_string_length(ch)) {

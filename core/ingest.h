@@ -6,7 +6,7 @@
 #ifndef SENTINEL_INGEST_H
 #define SENTINEL_INGEST_H
 #include "sentinel-internal.h"
-typedef enum { SN_REC_POINT = 1, SN_REC_LOG, SN_REC_CHANGE } sn_rec_type_t;
+typedef enum { SN_REC_POINT = 1, SN_REC_LOG, SN_REC_CHANGE, SN_REC_ALERT } sn_rec_type_t;
 typedef struct sn_record {
     sn_rec_type_t type;
     int64_t ts_ms;
@@ -15,9 +15,13 @@ typedef struct sn_record {
     const sn_label_t *labels;
     size_t nlabels;
     uint64_t series;
-    const char *text;
-    const char *level;
+    const char *text;  /**< log text, change word, or alert fingerprint */
+    const char *level; /**< log level, or alert status ("firing", "resolved") */
     size_t line;
+    /* alerts: metric is the alert name */
+    const json_t *annotations; /**< object of strings, or NULL */
+    int64_t ends_ms;           /**< 0 when absent */
+    const char *group;         /**< the sender's group key, or NULL */
 } sn_record_t;
 typedef struct sn_ingest_limits {
     size_t max_line;

@@ -143,6 +143,7 @@ static void abatch_push(abatch_t **abp, sn_telemetry_t *t, const series_t *s, co
     a->score = v->score;
     a->confidence = v->confidence;
     a->detector = det;
+    a->fingerprint = NULL;
     a->metric = strdup(s->metric);
     a->labels = json_incref(s->labels);
 }

@@ -26,7 +26,8 @@ typedef struct sn_anomaly {
     double value, expected, score, confidence;
     const char *detector;
     const char *metric;
-    json_t *labels; /**< object */
+    json_t *labels;          /**< object */
+    const char *fingerprint; /**< alerts: the sender's id, else NULL */
 } sn_anomaly_t;
 
 /** Called on the loop with a batch of anomalies; everything is borrowed for the call. */

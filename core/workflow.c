@@ -226,6 +226,12 @@ static void close_incident(sn_incident_t *inc, const char *state, const char *ev
     sn_workflow_checkpoint(inc, closed_saved, 0);
 }
 
+void sn_workflow_close(sn_incident_t *inc, const char *state, const char *event, const char *why)
+{
+    if (inc->open)
+        close_incident(inc, state, event, why);
+}
+
 static void remember(sn_incident_t *inc);
 
 /* ---- edges ---- */
@@ -1152,6 +1158,12 @@ void sn_workflow_run(sn_incident_t *inc)
 {
     if (inc->node < 0 || !inc->open || inc->waiting)
         return;
+    if (json_is_true(json_object_get(inc->doc, "alerts_resolved"))) {
+        /* Its alerts resolved at the source while a step was in flight. */
+        close_incident(inc, "resolved", "resolved",
+                       "every alert of the incident resolved at the source");
+        return;
+    }
     const sn_node_t *n = &graph(inc)->nodes[inc->node];
     int node = inc->node;
     switch (n->type) {

@@ -349,7 +349,7 @@ START_TEST(kind_compatibility_table)
     static const struct {
         const char *node, *cls, *to;
     } rows[] = {
-        {"telemetry", "input", "detector"},
+        {"telemetry", "input", "detector correlate"},
         {"latency", "detector", "correlate"},
         {"correlate", "correlate", "analyzer approve notifier executor"},
         {"rca", "analyzer", "analyzer approve executor notifier resolve escalate"},
@@ -393,8 +393,8 @@ END_TEST
 
 START_TEST(kind_errors_have_exact_messages)
 {
-    expect_error("edge = telemetry -> correlate\n",
-                 "g.conf:2: edge telemetry -> correlate: an input cannot lead to a correlate");
+    expect_error("edge = telemetry -> rca\n",
+                 "g.conf:2: edge telemetry -> rca: an input cannot lead to an analyzer");
     expect_error("edge = telemetry -> latency -> rca\n",
                  "g.conf:2: edge latency -> rca: a detector cannot lead to an analyzer");
     expect_error("edge = telemetry -> latency -> correlate -> rca -> telemetry\n",

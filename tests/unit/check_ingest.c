@@ -295,7 +295,7 @@ END_TEST
 START_TEST(bad_types)
 {
     expect_bad("{\"ts\":1,\"metric\":\"m\",\"log\":\"x\",\"value\":1}", SN_IR_TYPE,
-               "exactly one of 'metric', 'log', 'change'");
+               "exactly one of 'metric', 'log', 'change', 'alert'");
     expect_bad("{\"ts\":1,\"log\":\"x\",\"change\":\"deploy\"}", SN_IR_TYPE, "exactly one");
     expect_bad("{\"ts\":1,\"metric\":\"m\",\"value\":\"12\"}", SN_IR_TYPE,
                "field 'value': not a number");
@@ -314,7 +314,7 @@ START_TEST(bad_missing)
     expect_bad("{\"log\":\"x\"}", SN_IR_MISSING, "field 'ts': missing");
     expect_bad("{\"ts\":1,\"metric\":\"m\"}", SN_IR_MISSING, "field 'value': missing");
     expect_bad("{\"ts\":1,\"value\":1}", SN_IR_MISSING,
-               "field 'metric', 'log' or 'change': missing");
+               "field 'metric', 'log', 'change' or 'alert': missing");
     expect_bad("{}", SN_IR_MISSING, "missing");
 }
 END_TEST
@@ -557,8 +557,10 @@ START_TEST(max_errors_bounds_descriptions_not_counts)
     ck_assert_uint_eq(st.rejected, 10);
     ck_assert_uint_eq(st.by_reason[SN_IR_MISSING], 10);
     ck_assert_uint_eq(errs.n, 3);
-    ck_assert_str_eq(errs.msgs[0], "bulk: line 2: field 'metric', 'log' or 'change': missing");
-    ck_assert_str_eq(errs.msgs[2], "bulk: line 6: field 'metric', 'log' or 'change': missing");
+    ck_assert_str_eq(errs.msgs[0],
+                     "bulk: line 2: field 'metric', 'log', 'change' or 'alert': missing");
+    ck_assert_str_eq(errs.msgs[2],
+                     "bulk: line 6: field 'metric', 'log', 'change' or 'alert': missing");
     sn_diag_free(&errs);
 
     /* max_errors = 0 describes nothing; NULL errs is allowed; the count stays right. */
