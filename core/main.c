@@ -20,7 +20,7 @@ static void usage(FILE *out)
             "  -T             like -t, then print the resolved instances and pipeline\n"
             "  -p DIR         load plugins from DIR\n"
             "  --listen ADDR  override [sentinel] listen\n"
-            "  --describe K/T print a plugin's parameters\n"
+            "  --describe K/T print a plugin's parameters (--describe sentinel: the core's)\n"
             "  -V             print the version\n",
             SN_CONF_INSTALL);
 }
@@ -65,9 +65,15 @@ static void print_params(const sn_param_t *p, FILE *out)
 static int describe(const char *what, const char *plugin_dir)
 {
     char kind_s[32];
+    if (strcmp(what, "sentinel") == 0) {
+        printf("[sentinel] keys:\n");
+        print_params(sn_core_params, stdout);
+        return 0;
+    }
     const char *slash = strchr(what, '/');
     if (!slash || (size_t)(slash - what) >= sizeof(kind_s)) {
-        fprintf(stderr, "sentineld: --describe wants KIND/TYPE, e.g. detector/zscore\n");
+        fprintf(stderr, "sentineld: --describe wants KIND/TYPE (e.g. detector/zscore) or "
+                        "sentinel\n");
         return 2;
     }
     memcpy(kind_s, what, (size_t)(slash - what));
