@@ -5,3 +5,5 @@ build=${1:-build}
 cd "$(dirname "$0")/.."
 python3 scripts/bench.py "$build"
 python3 scripts/alert_fatigue.py --sentineld "$build/core/sentineld"
+# Detector throughput, memory per series and verdict latency (tools/sentinel-bench).
+"$build/tools/sentinel-bench/sentinel-bench"
