@@ -239,6 +239,9 @@ bool sn_ct_equal(const char *a, const char *b);
 void sn_uuid7(char out[37]);
 /** Canonical JSON: sorted keys, compact. Ownership: caller frees. */
 char *sn_json_canonical(const json_t *j);
+/** The per-series state a detector instance needs: state_size_of() when the plugin offers it
+ * (ABI 1.1), else its state_size. */
+size_t sn_detector_state_size(const sn_detector_ops_t *ops, const void *self);
 /** 64-bit series id of metric + sorted labels. */
 uint64_t sn_series_hash(const char *metric, const sn_label_t *labels, size_t n);
 /** RFC3339 ("2026-11-25T10:00:00Z", fraction and offsets allowed) or epoch ms as text. */

@@ -503,7 +503,7 @@ sn_telemetry_t *sn_telemetry_new(sn_runtime_t *rt, const sn_telemetry_opts_t *o,
         t->dets[d] = dets[d];
         t->offs[d] = t->state_size;
         /* Keep every detector's state 16-byte aligned. */
-        t->state_size += (dets[d].ops->state_size + 15) & ~(size_t)15;
+        t->state_size += (sn_detector_state_size(dets[d].ops, dets[d].self) + 15) & ~(size_t)15;
     }
     t->nw = o->workers;
     t->queue_cap = o->queue_points / (size_t)o->workers + 1;

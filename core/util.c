@@ -5,6 +5,8 @@
  */
 #include "sentinel-internal.h"
 
+#include <stddef.h>
+
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -207,4 +209,14 @@ int64_t sn_mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+size_t sn_detector_state_size(const sn_detector_ops_t *ops, const void *self)
+{
+    int has = ops->struct_size >=
+                  offsetof(sn_detector_ops_t, state_size_of) + sizeof(ops->state_size_of) &&
+              ops->state_size_of;
+    size_t n = has ? ops->state_size_of(self) : ops->state_size;
+    /* Never trust a plugin beyond its own declared bound. */
+    return n <= ops->state_size ? n : ops->state_size;
 }

@@ -81,9 +81,13 @@ START_TEST(state_is_small)
 {
     iq_fix_t f;
     iq_open(&f, "");
-    /* float storage: two arrays of 256 floats and a few counters */
+    /* float storage: two arrays of window floats and a few counters; state_size is the
+     * bound for the largest window, state_size_of() this instance's need */
     ck_assert_uint_le(f.ops->state_size, 2200);
     ck_assert_uint_ge(f.ops->state_size, 2 * 256 * sizeof(float));
+    ck_assert_ptr_nonnull(f.ops->state_size_of);
+    ck_assert_uint_le(f.ops->state_size_of(f.self), 600); /* default window 64 */
+    ck_assert_uint_ge(f.ops->state_size_of(f.self), 2 * 64 * sizeof(float));
     ck_assert_ptr_nonnull(f.ops->warmup);
     iq_close(&f);
 }

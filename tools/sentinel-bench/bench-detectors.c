@@ -237,7 +237,7 @@ static uint64_t bench_pass(const bench_t *b, const bdet_t *d, unsigned char *st,
 /* observe() calls per CPU second of this thread. Returns 0 or SN_ENOMEM. */
 static int bench_direct(const bench_t *b, const bdet_t *d, double *rate)
 {
-    size_t stride = (d->ops->state_size + 15) & ~(size_t)15;
+    size_t stride = (sn_detector_state_size(d->ops, d->self) + 15) & ~(size_t)15;
     if (!stride)
         stride = 16;
     unsigned char *st = calloc(b->nseries, stride);
@@ -258,7 +258,7 @@ static int bench_direct(const bench_t *b, const bdet_t *d, double *rate)
             "sentinel-bench note: %s: %llu points in %.3f s CPU (%.3f s wall, %.0f points/s wall), "
             "%llu anomalies, state %zu bytes\n",
             d->type, (unsigned long long)points, c1 - c0, w1 - w0, (double)points / (w1 - w0),
-            (unsigned long long)anomalies, d->ops->state_size);
+            (unsigned long long)anomalies, sn_detector_state_size(d->ops, d->self));
     free(st);
     return 0;
 }
@@ -277,7 +277,7 @@ static int bench_latency(const bench_t *b, const bdet_t *const *ds, size_t nd, d
     size_t offs[D_N], stride = 0;
     for (size_t k = 0; k < nd; k++) {
         offs[k] = stride;
-        stride += (ds[k]->ops->state_size + 15) & ~(size_t)15;
+        stride += (sn_detector_state_size(ds[k]->ops, ds[k]->self) + 15) & ~(size_t)15;
     }
     if (!stride)
         stride = 16;
@@ -451,7 +451,8 @@ static int bench_plane(const bench_t *b, const bdet_t *const *ds, size_t nd, pla
     for (size_t k = 0; k < nd; k++) {
         tds[k] = (sn_tdetector_t){
             .name = ds[k]->host.instance, .ops = ds[k]->ops, .self = ds[k]->self, .metrics = NULL};
-        out->state_bytes += (double)((ds[k]->ops->state_size + 15) & ~(size_t)15);
+        out->state_bytes +=
+            (double)((sn_detector_state_size(ds[k]->ops, ds[k]->self) + 15) & ~(size_t)15);
     }
     sn_telemetry_opts_t o = {.workers = 1,
                              .queue_points = 2 * BENCH_INFLIGHT * BENCH_BATCH,

@@ -294,6 +294,11 @@ typedef struct sn_detector_ops {
     int (*observe)(const void *self, void *state, const sn_point_t *p, sn_verdict_t *out);
     /** Optional: prime state from history (ts/value pairs, oldest first). */
     int (*warmup)(const void *self, void *state, const int64_t *ts, const double *v, size_t n);
+
+    /* ---- ABI 1.1 ---- */
+    /** Optional: the state size this instance needs, when its settings make it smaller than
+     * state_size (which stays the upper bound, for hosts that do not call this). */
+    size_t (*state_size_of)(const void *self);
 } sn_detector_ops_t;
 
 #define SN_STORE_TELEMETRY 0x1u

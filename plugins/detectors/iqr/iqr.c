@@ -39,7 +39,8 @@
  * resolution at the quartiles) is a floor on the IQR, so rounding never reads as an anomaly.
  * Offsets beyond +-1e38 are clamped (only absurd outliers get there).
  *
- * State lives in the core-owned per-series blob (iq_state_t, 2096 bytes, zeroed on first use);
+ * State lives in the core-owned per-series blob (48 bytes + 8 per window point: 560 at the
+ * default window of 64, 2096 at 256; state_size_of() tells the core), zeroed on first use;
  * observe() never allocates and reads the instance read-only, as worker threads share it.
  */
 #include <sentinel/plugin.h>
@@ -84,9 +85,13 @@ typedef struct iq_state {
     uint16_t stale;      /* values still in the window from before the last rebase */
     uint8_t in_episode;
     uint8_t spare;
-    float ring[IQ_WINDOW_MAX];   /* arrival order */
-    float sorted[IQ_WINDOW_MAX]; /* the same values, ascending */
+    /* sorted[window] (ascending) then ring[window] (arrival order, the same values): sized
+     * by the instance's window through state_size_of(). */
+    float vals[];
 } iq_state_t;
+
+#define IQ_SORTED(s) ((s)->vals)
+#define IQ_RING(q, s) ((s)->vals + (q)->window)
 
 static const sn_param_t iq_params[] = {
     {"window", SN_T_INT, "64", 0,
@@ -209,22 +214,22 @@ static void iq_push(const iq_t *q, iq_state_t *s, float f)
     size_t cap = (size_t)q->window;
     size_t n = s->count;
     if (n >= cap) {
-        float old = s->ring[s->head];
-        size_t i = iq_lower(s->sorted, n, old);
+        float old = IQ_RING(q, s)[s->head];
+        size_t i = iq_lower(IQ_SORTED(s), n, old);
         /* The value is always there; were the blob ever damaged, drop the nearest one so the
          * array stays sorted and bounded. */
         if (i >= n)
             i = n - 1;
-        memmove(&s->sorted[i], &s->sorted[i + 1], (n - 1 - i) * sizeof(float));
+        memmove(&IQ_SORTED(s)[i], &IQ_SORTED(s)[i + 1], (n - 1 - i) * sizeof(float));
         n--;
         if (s->stale > 0 && --s->stale == 0)
             s->lost = 0;
     }
-    size_t j = iq_upper(s->sorted, n, f);
-    memmove(&s->sorted[j + 1], &s->sorted[j], (n - j) * sizeof(float));
-    s->sorted[j] = f;
+    size_t j = iq_upper(IQ_SORTED(s), n, f);
+    memmove(&IQ_SORTED(s)[j + 1], &IQ_SORTED(s)[j], (n - j) * sizeof(float));
+    IQ_SORTED(s)[j] = f;
     s->count = (uint16_t)(n + 1);
-    s->ring[s->head] = f;
+    IQ_RING(q, s)[s->head] = f;
     s->head = (uint16_t)((s->head + 1) % cap);
 }
 
@@ -235,16 +240,16 @@ static double iq_quantile(const iq_state_t *s, double p)
     double h = (double)(n - 1) * p;
     size_t lo = (size_t)h;
     double frac = h - (double)lo;
-    double v = s->sorted[lo];
+    double v = IQ_SORTED(s)[lo];
     if (lo + 1 < n && frac > 0)
-        v += frac * ((double)s->sorted[lo + 1] - v);
+        v += frac * ((double)IQ_SORTED(s)[lo + 1] - v);
     return v;
 }
 
 /* Move base to @p x (the normal point just stored) when float resolution at the median
  * has become coarse next to the IQR. Re-encoding is monotone, so the sorted array stays
  * sorted, and it maps equal floats to equal floats, so ring and sorted stay the same multiset. */
-static void iq_maybe_rebase(iq_state_t *s, double x)
+static void iq_maybe_rebase(const iq_t *q, iq_state_t *s, double x)
 {
     if (s->stale > 0 || s->count < 2)
         return;
@@ -255,10 +260,10 @@ static void iq_maybe_rebase(iq_state_t *s, double x)
     double old_base = s->base;
     s->base = x;
     for (size_t i = 0; i < s->count; i++)
-        s->sorted[i] = iq_encode(s, old_base + (double)s->sorted[i]);
+        IQ_SORTED(s)[i] = iq_encode(s, old_base + (double)IQ_SORTED(s)[i]);
     size_t filled = s->count; /* ring slots in use: 0..count-1 until full, all once full */
     for (size_t i = 0; i < filled; i++)
-        s->ring[i] = iq_encode(s, old_base + (double)s->ring[i]);
+        IQ_RING(q, s)[i] = iq_encode(s, old_base + (double)IQ_RING(q, s)[i]);
     /* A stale value v was stored as fl(v - old) and is now fl(old + that - x): its error is at
      * most eps/2 * |v - old| + eps/2 * |v - x| <= eps/2 * |x - old| + eps * |v - x|, plus the
      * double arithmetic. The |v - x| part is the resolution term iq_judge() adds anyway, so
@@ -275,7 +280,7 @@ static void iq_fold(const iq_t *q, iq_state_t *s, double x, int outlier)
         return;
     iq_push(q, s, iq_encode(s, x));
     if (!outlier)
-        iq_maybe_rebase(s, x);
+        iq_maybe_rebase(q, s, x);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -394,11 +399,21 @@ static int iq_health(void *self, sn_health_t *out)
     return 0;
 }
 
+/* The largest window: what a host that does not ask state_size_of() allocates. */
+#define IQ_STATE_MAX (sizeof(iq_state_t) + 2 * IQ_WINDOW_MAX * sizeof(float))
+
+static size_t iq_state_size_of(const void *self)
+{
+    const iq_t *q = self;
+    return sizeof(iq_state_t) + 2 * (size_t)q->window * sizeof(float);
+}
+
 static const sn_detector_ops_t iq_ops = {
     .struct_size = sizeof(sn_detector_ops_t),
-    .state_size = sizeof(iq_state_t),
+    .state_size = IQ_STATE_MAX,
     .observe = iq_observe,
     .warmup = iq_warmup,
+    .state_size_of = iq_state_size_of,
 };
 
 static const sn_plugin_t iq_plugin = {

@@ -56,7 +56,7 @@ typedef struct zs_state {
     uint32_t withheld;   /* robust mode: outliers seen during which the ring was not fed */
     uint16_t head, count;
     uint8_t in_episode;
-    double ring[ZS_RING_MAX];
+    double ring[]; /* robust mode only: robust_window values (state_size_of()) */
 } zs_state_t;
 
 static const sn_param_t zs_params[] = {
@@ -358,11 +358,19 @@ static int zs_health(void *self, sn_health_t *out)
     return 0;
 }
 
+/* EWMA mode keeps a few counters (about 64 bytes a series); only robust mode needs the ring. */
+static size_t zs_state_size_of(const void *self)
+{
+    const zs_t *z = self;
+    return sizeof(zs_state_t) + (z->robust ? (size_t)z->robust_window * sizeof(double) : 0);
+}
+
 static const sn_detector_ops_t zs_ops = {
     .struct_size = sizeof(sn_detector_ops_t),
-    .state_size = sizeof(zs_state_t),
+    .state_size = sizeof(zs_state_t) + ZS_RING_MAX * sizeof(double),
     .observe = zs_observe,
     .warmup = zs_warmup,
+    .state_size_of = zs_state_size_of,
 };
 
 static const sn_plugin_t zs_plugin = {
