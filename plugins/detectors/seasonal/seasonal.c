@@ -97,6 +97,9 @@ typedef struct se {
     int min_cycles;
     int season_cycles;
     double level_ms, variance_ms, trend_ms, max_gap_ms;
+    /* log(1 - 1/v) for v visits (1..15), and [0] = log(1 - 1/season_cycles): the per-visit
+     * offset weights, so observe() needs no pow() */
+    double log_keep[SE_VISITS_MAX + 1];
 } se_t;
 
 /* Per-series state: all-zero bytes are a valid "never seen" state. Laid out without implicit
@@ -221,6 +224,9 @@ static int se_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
     c->offset_ms = off * 60000;
     c->min_cycles = (int)min_cycles;
     c->season_cycles = (int)season_cycles;
+    for (int v = 1; v <= SE_VISITS_MAX; v++)
+        c->log_keep[v] = v > 1 ? log1p(-1.0 / v) : 0;
+    c->log_keep[0] = season_cycles > 1 ? log1p(-1.0 / (double)season_cycles) : 0;
     c->level_ms = (double)level;
     c->variance_ms = (double)variance;
     c->trend_ms = (double)trend;
@@ -256,9 +262,15 @@ static int se_spread_class(const se_state_t *s, int slot)
     return s->slot[slot] >> 4;
 }
 
+/* 2^(q / 3) for the 16 spread classes: a table, not an exp2() per point. */
+static const double se_spread_of[16] = {
+    1,  1.2599210498948732, 1.5874010519681994, 2, 2.5198420997897464, 3.1748021039363992,
+    4,  5.0396841995794928, 6.3496042078727974, 8, 10.079368399158986, 12.699208415745595,
+    16, 20.158736798317967, 25.398416831491197, 32};
+
 static double se_spread(const se_state_t *s, int slot)
 {
-    return exp2(se_spread_class(s, slot) / 3.0);
+    return se_spread_of[se_spread_class(s, slot)];
 }
 
 /* The spread a point is judged with: the widest of its slot and the two next to it. A slot's
@@ -273,7 +285,7 @@ static double se_spread_near(const se_t *c, const se_state_t *s, int slot)
         q = prev;
     if (next > q)
         q = next;
-    return exp2(q / 3.0);
+    return se_spread_of[q];
 }
 
 static int se_slot_of(const se_t *c, int64_t hour)
@@ -362,10 +374,20 @@ static double se_zvalue(double x, double expected, double var)
     return z;
 }
 
+/* 1 - exp(-x) for x >= 0. Points are usually seconds apart and the time constants hours, so x
+ * is small: there the series x - x^2/2 + x^3/6 - x^4/24 + x^5/120 is within 2e-16 relative of
+ * -expm1(-x) (for x < 0.01) and costs no libm call; larger steps take expm1(). */
+static double se_one_minus_exp(double x)
+{
+    if (x < 0.01)
+        return x * (1 - x / 2 * (1 - x / 3 * (1 - x / 4 * (1 - x / 5))));
+    return -expm1(-x);
+}
+
 /* Weight of a step of @p dt in an exponential smoother with time constant @p tau. */
 static double se_ewa(double dt, double tau)
 {
-    return -expm1(-dt / tau);
+    return se_one_minus_exp(dt / tau);
 }
 
 static double se_max(double a, double b)
@@ -454,7 +476,10 @@ static void se_update_seasonal(const se_t *c, se_state_t *s, const se_ctx_t *k, 
     double lvl = s->lvl_s + a * (x - pred);
     double per_visit = se_max(1.0 / se_visits(s, slot), 1.0 / c->season_cycles);
     double f = k->dt < (double)SE_HOUR_MS ? k->dt / (double)SE_HOUR_MS : 1.0;
-    double ws = (1 - pow(1 - per_visit, f)) * w;
+    /* 1 - (1 - per_visit)^f, with log1p(-per_visit) read from the instance's table */
+    int v = se_visits(s, slot);
+    double lg = 1.0 / v >= 1.0 / c->season_cycles ? c->log_keep[v] : c->log_keep[0];
+    double ws = (per_visit >= 1 ? 1.0 : se_one_minus_exp(-f * lg)) * w;
     s->season[slot] = (float)(mean + ws * (x - lvl - off));
     s->lvl_s = lvl;
 }
