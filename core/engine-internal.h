@@ -107,6 +107,8 @@ struct sn_engine {
     int64_t reload_since;         /**< when it started waiting (monotonic ms) */
     struct retire *retiring;      /**< old models whose instances are still stopping */
     sn_cseries_map_t *cmap;       /**< correlate's per-series memory */
+    struct sn_outmsg *outbox;     /**< notifications waiting, being sent, or dead */
+    size_t noutbox;
 };
 
 /* incident.c */
@@ -141,6 +143,23 @@ void sn_history_submit(sn_hwrite_t *w);
 void sn_history_batch_free(sn_hwrite_t *w);
 /** sn_history_fn for the telemetry plane. Thread: a worker. */
 void sn_history_request(void *arg, uint64_t series, int64_t before_ms, int worker);
+
+/* outbox.c */
+typedef struct sn_outmsg sn_outmsg_t;
+/** Queue @p event of @p inc for notifier instance @p notifier: recorded, then sent, retried. */
+void sn_outbox_add(sn_engine_t *e, sn_incident_t *inc, const char *notifier, const char *event);
+/** Send what is due. Thread: loop (the engine's tick). */
+void sn_outbox_tick(sn_engine_t *e);
+/** True for a state-store id that belongs to the outbox. */
+int sn_outbox_is(const char *state_id);
+/** Load a pending entry found in the store at start. */
+void sn_outbox_resume(sn_engine_t *e, const char *id);
+/** {"notifications": [...]} filtered by state (pending, dead) or all. */
+json_t *sn_outbox_list(sn_engine_t *e, const char *state);
+void sn_outbox_counts(sn_engine_t *e, size_t *pending, size_t *dead);
+/** Nothing in flight (drain). */
+int sn_outbox_idle(sn_engine_t *e);
+void sn_outbox_free(sn_engine_t *e);
 
 /* cseries.c */
 /** The entry of @p key (created), or NULL at the bound / out of memory. */

@@ -395,6 +395,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (!e->shutting_down) {
         sn_correlate_tick(e);
         sn_reload_tick(e);
+        sn_outbox_tick(e);
     }
 }
 
@@ -536,7 +537,7 @@ static void drain_poll(evutil_socket_t fd, short what, void *arg)
     sn_engine_t *e = arg;
     static const struct timeval tv = {0, 50000};
     int64_t left = e->model->set.drain_timeout_ms - (sn_mono_ms() - e->drain_started);
-    if ((busy_incidents(e) || !sn_auditlog_idle(e)) && left > 0) {
+    if ((busy_incidents(e) || !sn_auditlog_idle(e) || !sn_outbox_idle(e)) && left > 0) {
         event_add(e->drain_timer, &tv);
         return;
     }
@@ -592,6 +593,7 @@ void sn_engine_free(sn_engine_t *e)
         if (evs[i])
             event_free(evs[i]);
     sn_incidents_free(e);
+    sn_outbox_free(e);
     sn_cseries_free(e);
     sn_auditlog_free(e);
     sn_model_free(e->model);

@@ -152,6 +152,12 @@ static void h_metrics(reqctx_t *c)
     sn_metric(e->rt, SN_METRIC_GAUGE, "telemetry_series_evicted",
               "Idle series evicted at the max_series cap (detector state restarts)", NULL,
               (double)ts.series_evicted);
+    size_t pending, dead;
+    sn_outbox_counts(e, &pending, &dead);
+    sn_metric(e->rt, SN_METRIC_GAUGE, "outbox_pending", "Notifications waiting to be delivered",
+              NULL, (double)pending);
+    sn_metric(e->rt, SN_METRIC_GAUGE, "outbox_dead",
+              "Notifications given up (GET /v1/notifications?state=dead)", NULL, (double)dead);
     sn_metric(e->rt, SN_METRIC_GAUGE, "audit_seq", "Last audit sequence number written", NULL,
               (double)e->audit.seq);
     char *text = sn_metrics_render(e->rt);
@@ -202,6 +208,16 @@ static void h_events(reqctx_t *c)
 static void h_incidents(reqctx_t *c, struct evkeyvalq *q)
 {
     reply_json(c, 200, sn_engine_incidents(c->api->e, query_get(q, "state")));
+}
+
+static void h_notifications(reqctx_t *c, struct evkeyvalq *q)
+{
+    const char *state = query_get(q, "state");
+    if (state && strcmp(state, "pending") != 0 && strcmp(state, "dead") != 0) {
+        reply_error(c, 400, "state must be pending or dead");
+        return;
+    }
+    reply_json(c, 200, sn_outbox_list(c->api->e, state));
 }
 
 static void h_incident(reqctx_t *c, const char *id)
@@ -460,6 +476,8 @@ static void route(reqctx_t *cp)
             else
                 reply_error(&c, 404, "no such route");
         }
+    } else if (cmd == EVHTTP_REQ_GET && strcmp(path, "/v1/notifications") == 0) {
+        h_notifications(&c, &q);
     } else if (cmd == EVHTTP_REQ_GET && strcmp(path, "/v1/audit") == 0) {
         h_audit(&c, &q);
     } else {
@@ -542,8 +560,11 @@ void sn_api_req_reply(sn_route_req_t *r, int status, const char *content_type, c
 {
     struct evbuffer *out = evbuffer_new();
     evbuffer_add(out, body ? body : "", body ? len : 0);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
     if (content_type)
-        evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type", content_type);
+        evhttp_add_header(h, "Content-Type", content_type);
+    if (status == 503 || status == 429)
+        evhttp_add_header(h, "Retry-After", "1"); /* the core's queues drain within seconds */
     evhttp_send_reply(r->req, status, NULL, out);
     evbuffer_free(out);
     free(r);

@@ -153,46 +153,6 @@ static int event_wanted(const char *const *events, const char *event)
     return 0;
 }
 
-typedef struct notify_ctx {
-    sn_engine_t *e;
-    char id[37];
-    char inst[128];
-    char event[32];
-} notify_ctx_t;
-
-static void notify_done(void *arg, int status, json_t *result)
-{
-    (void)result;
-    notify_ctx_t *nc = arg;
-    if (status != 0) {
-        sn_log(SN_LOG_WARN, nc->inst, nc->id, NULL, "notification '%s' failed (%d)", nc->event,
-               status);
-        sn_metric(nc->e->rt, SN_METRIC_COUNTER, "notifications_failed_total",
-                  "Notifications a notifier could not deliver", NULL, 1);
-    } else {
-        sn_metric(nc->e->rt, SN_METRIC_COUNTER, "notifications_total", "Notifications delivered",
-                  NULL, 1);
-    }
-    free(nc);
-}
-
-static void notify_one(sn_incident_t *inc, sn_live_t *lv, const char *event)
-{
-    const sn_notifier_ops_t *ops = lv->in->mod->plugin->ops;
-    notify_ctx_t *nc = calloc(1, sizeof(*nc));
-    if (!nc)
-        return;
-    nc->e = inc->eng;
-    snprintf(nc->id, sizeof(nc->id), "%s", inc->id);
-    snprintf(nc->inst, sizeof(nc->inst), "%s", lv->in->label);
-    snprintf(nc->event, sizeof(nc->event), "%s", event);
-    json_t *copy = json_deep_copy(inc->doc);
-    sn_runtime_t *rid_rt = rid_enter(inc);
-    ops->notify(lv->self, copy, event, notify_done, nc);
-    rid_leave(rid_rt);
-    json_decref(copy);
-}
-
 void sn_workflow_notify(sn_incident_t *inc, const char *event)
 {
     sn_engine_t *e = inc->eng;
@@ -200,7 +160,7 @@ void sn_workflow_notify(sn_incident_t *inc, const char *event)
         sn_live_t *lv = e->live[i];
         if (lv->in->kind != SN_NOTIFIER || !lv->started || !event_wanted(lv->in->events, event))
             continue;
-        notify_one(inc, lv, event);
+        sn_outbox_add(e, inc, lv->in->name, event);
     }
 }
 
@@ -1144,16 +1104,6 @@ static void remember(sn_incident_t *inc)
     eops->embed(e->embedder->self, title ? title : "", mem_embedded, m);
 }
 
-static void notifier_done(void *arg, int status, json_t *result)
-{
-    (void)result;
-    step_ctx_t *sc = arg;
-    if (status != 0)
-        sn_incident_event(sc->inc, node_name(sc->inc, sc->node), "notify_failed", "status %d",
-                          status);
-    step_finish(sc, "ok");
-}
-
 void sn_workflow_run(sn_incident_t *inc)
 {
     if (inc->node < 0 || !inc->open || inc->waiting)
@@ -1199,18 +1149,13 @@ void sn_workflow_run(sn_incident_t *inc)
     case SN_EXECUTOR:
         run_executor(inc, node, lv);
         return;
-    case SN_NOTIFIER: {
-        step_ctx_t *sc = step_new(inc, node, lv);
-        if (!sc)
-            return;
-        const sn_notifier_ops_t *ops = lv->in->mod->plugin->ops;
-        json_t *copy = json_deep_copy(inc->doc);
-        sn_runtime_t *rid_rt = rid_enter(inc);
-        ops->notify(lv->self, copy, sn_incident_state(inc), notifier_done, sc);
-        rid_leave(rid_rt);
-        json_decref(copy);
+    case SN_NOTIFIER:
+        /* Through the outbox: recorded before it is sent, retried until it is; the incident
+         * does not wait for a receiver that may be down. */
+        sn_outbox_add(inc->eng, inc, lv->in->name, sn_incident_state(inc));
+        sn_incident_event(inc, n->name, "notified", "%s queued", sn_incident_state(inc));
+        sn_workflow_advance(inc, node, "ok");
         return;
-    }
     default:
         sn_workflow_advance(inc, node, "ok");
         return;
@@ -1278,7 +1223,13 @@ static void resume_listed(void *arg, int status, json_t *result)
     size_t i;
     json_t *id;
     json_array_foreach(json_object_get(result, "ids"), i, id)
-        ops->state_load(e->state->self, json_string_value(id), resume_loaded, e);
+    {
+        const char *sid = json_string_value(id);
+        if (sn_outbox_is(sid))
+            sn_outbox_resume(e, sid);
+        else
+            ops->state_load(e->state->self, sid, resume_loaded, e);
+    }
 }
 
 void sn_workflow_resume_all(sn_engine_t *e)
