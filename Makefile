@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps build test demo bench install clean asan format
+.PHONY: all deps build test demo bench nab install clean asan format
 
 all: build
 
@@ -29,6 +29,9 @@ demo: build
 
 bench: build
 	scripts/bench.sh $(BUILD)
+
+nab: build
+	scripts/nab.sh $(BUILD)
 
 install: build
 	cmake --install $(BUILD) $(if $(DESTDIR),,)
