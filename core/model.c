@@ -22,6 +22,10 @@ const sn_param_t sn_core_params[] = {
     {"workers", SN_T_INT, "2", 0, "telemetry worker threads (series sharded by hash)"},
     {"max_body", SN_T_SIZE, "8m", 0, "largest accepted HTTP request body"},
     {"max_series", SN_T_INT, "1000000", 0, "active series cap across all workers"},
+    {"notify_retries", SN_T_INT, "8", 0,
+     "deliveries of one notification tried before it is dead (kept, listed, counted)"},
+    {"notify_backoff", SN_T_DURATION, "5", 0,
+     "base of the outbox's full-jitter exponential backoff between tries (capped at 10 min)"},
     {"telemetry", SN_T_STRING, NULL, 0,
      "store instance (TELEMETRY capability) that keeps every point and primes the detectors of "
      "a new series from its history; unset: no history, new series start cold"},
@@ -159,6 +163,8 @@ static void settings_read(sn_model_t *m)
     s->queue_points = sn_cfg_int(c, "queue_points");
     s->series_eviction = sn_cfg_str(c, "series_eviction");
     s->telemetry = sn_cfg_str(c, "telemetry");
+    s->notify_retries = sn_cfg_int(c, "notify_retries");
+    s->notify_backoff_ms = sn_cfg_int(c, "notify_backoff");
     s->warmup_window_ms = sn_cfg_int(c, "warmup_window");
     s->warmup_points = sn_cfg_int(c, "warmup_points");
     s->min_votes = sn_cfg_double(c, "min_votes");
@@ -207,6 +213,10 @@ static void check_settings(sn_model_t *m, const sn_conf_section_t *sec, sn_diag_
         strcmp(s->log_level, "warn") && strcmp(s->log_level, "error"))
         sn_diag_add(d, file, SN_KEYLINE("log_level"),
                     "key 'log_level': '%s' is not debug, info, warn or error", s->log_level);
+    if (s->notify_retries < 1 || s->notify_retries > 100)
+        sn_diag_add(d, file, SN_KEYLINE("notify_retries"), "key 'notify_retries': must be 1..100");
+    if (s->notify_backoff_ms < 10)
+        sn_diag_add(d, file, SN_KEYLINE("notify_backoff"), "key 'notify_backoff': at least 10ms");
     if (s->warmup_points < 0 || s->warmup_points > 100000)
         sn_diag_add(d, file, SN_KEYLINE("warmup_points"), "key 'warmup_points': must be 0..100000");
     const char *refs[] = {"state", "vector", "embedder", "telemetry"};

@@ -49,6 +49,8 @@ typedef struct sn_settings {
     int64_t queue_points;
     const char *series_eviction; /**< "lru" or "refuse" */
     const char *telemetry;       /**< store instance keeping points and history, or NULL */
+    int64_t notify_retries;
+    int64_t notify_backoff_ms;
     int64_t warmup_window_ms;
     int64_t warmup_points;
     double min_votes;

@@ -8,7 +8,8 @@
  * dead) holding the notifier instance, the event, the incident as it was when the event
  * happened, the attempts so far and when the next one is due. A failed delivery (after the
  * notifier's own quick retries) is tried again after a full-jitter exponential backoff
- * (uniform in [0, min(10 min, 5 s x 2^attempts)]) up to SN_OUTBOX_TRIES times, then it is dead:
+ * (uniform in [0, min(10 min, notify_backoff x 2^attempts)]) up to notify_retries times, then it
+ * is dead:
  * kept, listed by GET /v1/notifications?state=dead, counted in /metrics, logged. Pending entries
  * come back on start. Instances sharing a store send each entry once: the sender takes the
  * entry's lease, reloads it and sends only if it is still open.
@@ -21,11 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SN_OUTBOX_TRIES 8
 #define SN_OUTBOX_MAX 10000 /* entries in memory; more go dead at once, loudly */
 #define SN_OUTBOX_DEAD_KEPT 1000
 #define SN_OUTBOX_LEASE_MS 120000
-#define SN_OUTBOX_BASE_MS 5000
 #define SN_OUTBOX_CAP_MS 600000
 
 typedef enum { OB_PENDING, OB_SENT, OB_DEAD } ob_state_t;
@@ -117,8 +116,8 @@ static void saved(void *arg, int status, json_t *result)
         sn_log(SN_LOG_ERROR, "outbox", m->incident, NULL,
                "could not record notification %s (%d): it is kept in memory and retried", m->id,
                status);
-        if (m->state == OB_PENDING && m->next_at < sn_now_ms() + SN_OUTBOX_BASE_MS)
-            m->next_at = sn_now_ms() + SN_OUTBOX_BASE_MS;
+        if (m->state == OB_PENDING && m->next_at < sn_now_ms() + e->model->set.notify_backoff_ms)
+            m->next_at = sn_now_ms() + e->model->set.notify_backoff_ms;
     }
     if (m->state == OB_SENT && status == 0) {
         unlink_msg(e, m);
@@ -148,9 +147,14 @@ static void save(sn_outmsg_t *m)
 
 /* ---- delivery ---- */
 
-static int64_t backoff_ms(int attempts)
+static int tries(const sn_engine_t *e)
 {
-    int64_t cap = SN_OUTBOX_BASE_MS;
+    return (int)e->model->set.notify_retries;
+}
+
+static int64_t backoff_ms(const sn_engine_t *e, int attempts)
+{
+    int64_t cap = e->model->set.notify_backoff_ms;
     for (int i = 0; i < attempts && cap < SN_OUTBOX_CAP_MS; i++)
         cap *= 2;
     if (cap > SN_OUTBOX_CAP_MS)
@@ -158,7 +162,7 @@ static int64_t backoff_ms(int attempts)
     uint64_t r = 0;
     if (RAND_bytes((unsigned char *)&r, sizeof(r)) != 1)
         r = (uint64_t)sn_mono_ms() * 2654435761u; /* jitter only: any spread will do */
-    return 1000 + (int64_t)(r % (uint64_t)cap);
+    return cap / 10 + (int64_t)(r % (uint64_t)cap);
 }
 
 static void delivered(void *arg, int status, json_t *result)
@@ -171,7 +175,7 @@ static void delivered(void *arg, int status, json_t *result)
         m->state = OB_SENT;
         sn_metric(e->rt, SN_METRIC_COUNTER, "notifications_total", "Notifications delivered", NULL,
                   1);
-    } else if (m->attempts >= SN_OUTBOX_TRIES) {
+    } else if (m->attempts >= tries(e)) {
         m->state = OB_DEAD;
         snprintf(m->error, sizeof(m->error), "gave up after %d attempts (last status %d)",
                  m->attempts, status);
@@ -182,10 +186,10 @@ static void delivered(void *arg, int status, json_t *result)
                   "Notifications given up after every retry", NULL, 1);
     } else {
         snprintf(m->error, sizeof(m->error), "attempt %d failed (status %d)", m->attempts, status);
-        m->next_at = sn_now_ms() + backoff_ms(m->attempts);
+        m->next_at = sn_now_ms() + backoff_ms(e, m->attempts);
         sn_log(SN_LOG_WARN, "outbox", m->incident, m->rid,
                "notification '%s' through %s failed (%d): retry %d of %d later", m->event,
-               m->notifier, status, m->attempts, SN_OUTBOX_TRIES - 1);
+               m->notifier, status, m->attempts, tries(e) - 1);
         sn_metric(e->rt, SN_METRIC_COUNTER, "notifications_failed_total",
                   "Notification attempts that failed (retried or dead)", NULL, 1);
     }
@@ -197,7 +201,7 @@ static void send_now(sn_outmsg_t *m)
     sn_engine_t *e = m->e;
     sn_live_t *lv = sn_engine_live(e, m->notifier);
     if (!lv || lv->in->kind != SN_NOTIFIER || !lv->started) {
-        m->attempts = SN_OUTBOX_TRIES - 1; /* the next failure is final */
+        m->attempts = tries(e) - 1; /* the next failure is final */
         snprintf(m->error, sizeof(m->error), "notifier '%s' is not running", m->notifier);
         delivered(m, SN_ENOTFOUND, NULL);
         return;
