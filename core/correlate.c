@@ -399,6 +399,13 @@ static void release(sn_engine_t *e, sn_incident_t *inc)
 static void open_incident(sn_engine_t *e, sn_incident_t *inc)
 {
     sn_correlate_attach_changes(e, inc);
+    const char *sil = sn_silence_match(e, inc);
+    if (sil) {
+        json_object_set_new(inc->doc, "silenced_by", json_string(sil));
+        sn_incident_event(inc, "correlate", "silenced",
+                          "silence %s matches: recorded, no notification, no auto-remediation",
+                          sil);
+    }
     sn_incident_set_state(inc, "analyzing");
     sn_incident_event(inc, "correlate", "opened", "%lld anomalies on %zu services",
                       (long long)json_integer_value(json_object_get(inc->doc, "anomaly_count")),

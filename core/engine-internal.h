@@ -108,6 +108,7 @@ struct sn_engine {
     struct retire *retiring;      /**< old models whose instances are still stopping */
     sn_cseries_map_t *cmap;       /**< correlate's per-series memory */
     struct sn_outmsg *outbox;     /**< notifications waiting, being sent, or dead */
+    struct sn_silence *silences;  /**< silences and maintenance windows */
     size_t noutbox;
 };
 
@@ -160,6 +161,21 @@ void sn_outbox_counts(sn_engine_t *e, size_t *pending, size_t *dead);
 /** Nothing in flight (drain). */
 int sn_outbox_idle(sn_engine_t *e);
 void sn_outbox_free(sn_engine_t *e);
+
+/* silence.c */
+typedef struct sn_silence sn_silence_t;
+/** The id of an active silence matching @p inc, or NULL. */
+const char *sn_silence_match(sn_engine_t *e, const sn_incident_t *inc);
+/** From an API body {"matchers", "starts_at", "ends_at" | "duration_s", "weekly", "comment"};
+ * audited. 0 with *out the stored silence, or SN_EINVAL/SN_ENOMEM with @p why. */
+int sn_silence_create(sn_engine_t *e, const json_t *body, const char *actor, json_t **out,
+                      char *why, size_t cap);
+/** 0, SN_ENOTFOUND, or SN_EINVAL when already expired; audited. */
+int sn_silence_expire(sn_engine_t *e, const char *id, const char *actor);
+json_t *sn_silence_list(sn_engine_t *e);
+int sn_silence_is(const char *state_id);
+void sn_silence_resume(sn_engine_t *e, const char *state_id);
+void sn_silences_free(sn_engine_t *e);
 
 /* cseries.c */
 /** The entry of @p key (created), or NULL at the bound / out of memory. */

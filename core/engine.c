@@ -594,6 +594,7 @@ void sn_engine_free(sn_engine_t *e)
             event_free(evs[i]);
     sn_incidents_free(e);
     sn_outbox_free(e);
+    sn_silences_free(e);
     sn_cseries_free(e);
     sn_auditlog_free(e);
     sn_model_free(e->model);

@@ -220,6 +220,49 @@ static void h_notifications(reqctx_t *c, struct evkeyvalq *q)
     reply_json(c, 200, sn_outbox_list(c->api->e, state));
 }
 
+static json_t *read_body(reqctx_t *c)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
+    size_t len = evbuffer_get_length(in);
+    if (!len)
+        return NULL;
+    return json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
+}
+
+static void h_silence_create(reqctx_t *c)
+{
+    json_t *body = read_body(c);
+    if (!json_is_object(body)) {
+        json_decref(body);
+        reply_error(c, 400,
+                    "body must be a JSON object: {\"matchers\": {\"service\": \"checkout\"}, "
+                    "\"duration_s\": 3600, \"comment\": \"...\"}");
+        return;
+    }
+    char actor[160], why[200] = "";
+    snprintf(actor, sizeof(actor), "api:%s", c->actor ? c->actor : "anonymous");
+    json_t *out = NULL;
+    int rc = sn_silence_create(c->api->e, body, actor, &out, why, sizeof(why));
+    json_decref(body);
+    if (rc != 0)
+        reply_error(c, rc == SN_ENOMEM ? 409 : 400, why);
+    else
+        reply_json(c, 201, out);
+}
+
+static void h_silence_expire(reqctx_t *c, const char *id)
+{
+    char actor[160];
+    snprintf(actor, sizeof(actor), "api:%s", c->actor ? c->actor : "anonymous");
+    int rc = sn_silence_expire(c->api->e, id, actor);
+    if (rc == SN_ENOTFOUND)
+        reply_error(c, 404, "no such silence");
+    else if (rc != 0)
+        reply_error(c, 409, "silence already expired");
+    else
+        reply_json(c, 200, json_pack("{s:s,s:b}", "id", id, "expired", 1));
+}
+
 static void h_incident(reqctx_t *c, const char *id)
 {
     json_t *doc = sn_engine_incident(c->api->e, id);
@@ -328,7 +371,8 @@ static sn_role_t needed_role(const char *path, enum evhttp_cmd_type cmd)
 {
     if (strcmp(path, "/v1/events") == 0)
         return SN_ROLE_INGEST;
-    if (cmd == EVHTTP_REQ_POST && strncmp(path, "/v1/incidents/", 14) == 0)
+    if (cmd == EVHTTP_REQ_POST &&
+        (strncmp(path, "/v1/incidents/", 14) == 0 || strncmp(path, "/v1/silences", 12) == 0))
         return SN_ROLE_OPERATOR;
     return SN_ROLE_VIEWER;
 }
@@ -475,6 +519,20 @@ static void route(reqctx_t *cp)
                 h_decide(&c, id, 0);
             else
                 reply_error(&c, 404, "no such route");
+        }
+    } else if (strcmp(path, "/v1/silences") == 0) {
+        if (cmd == EVHTTP_REQ_POST)
+            h_silence_create(&c);
+        else
+            reply_json(&c, 200, sn_silence_list(a->e));
+    } else if (strncmp(path, "/v1/silences/", 13) == 0 && cmd == EVHTTP_REQ_POST) {
+        char id[64] = "";
+        const char *rest = path + 13, *slash = strchr(rest, '/');
+        if (!slash || strcmp(slash, "/expire") != 0 || (size_t)(slash - rest) >= sizeof(id)) {
+            reply_error(&c, 404, "no such route (POST /v1/silences/ID/expire)");
+        } else {
+            memcpy(id, rest, (size_t)(slash - rest));
+            h_silence_expire(&c, id);
         }
     } else if (cmd == EVHTTP_REQ_GET && strcmp(path, "/v1/notifications") == 0) {
         h_notifications(&c, &q);

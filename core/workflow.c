@@ -153,9 +153,23 @@ static int event_wanted(const char *const *events, const char *event)
     return 0;
 }
 
+/* A silence in force now, or the one that held when the incident opened. */
+static const char *silenced(sn_incident_t *inc)
+{
+    const char *now = sn_silence_match(inc->eng, inc);
+    return now ? now : json_string_value(json_object_get(inc->doc, "silenced_by"));
+}
+
 void sn_workflow_notify(sn_incident_t *inc, const char *event)
 {
     sn_engine_t *e = inc->eng;
+    const char *sil = silenced(inc);
+    if (sil) {
+        sn_metric(e->rt, SN_METRIC_COUNTER, "notifications_silenced_total",
+                  "Notifications not sent because a silence matched", NULL, 1);
+        sn_incident_event(inc, "notify", "silenced", "'%s' not sent: silence %s", event, sil);
+        return;
+    }
     for (size_t i = 0; i < e->nlive; i++) {
         sn_live_t *lv = e->live[i];
         if (lv->in->kind != SN_NOTIFIER || !lv->started || !event_wanted(lv->in->events, event))
@@ -547,6 +561,12 @@ static void run_approve(sn_incident_t *inc, int node)
         sn_incident_event(inc, "approve", "nothing_to_approve", "no runnable action in the plan");
         sn_workflow_advance(inc, node, "failed");
         return;
+    }
+    const char *sil = silenced(inc);
+    if (sil && need_human == 0) {
+        /* A silence (maintenance window) means no remediation without a human. */
+        need_human = runnable;
+        sn_incident_event(inc, "approve", "silenced", "silence %s: no auto-approval", sil);
     }
     if (need_human == 0) {
         json_array_foreach(plan, i, a) if (action_runnable(a))
@@ -1152,8 +1172,12 @@ void sn_workflow_run(sn_incident_t *inc)
     case SN_NOTIFIER:
         /* Through the outbox: recorded before it is sent, retried until it is; the incident
          * does not wait for a receiver that may be down. */
-        sn_outbox_add(inc->eng, inc, lv->in->name, sn_incident_state(inc));
-        sn_incident_event(inc, n->name, "notified", "%s queued", sn_incident_state(inc));
+        if (silenced(inc)) {
+            sn_incident_event(inc, n->name, "silenced", "not sent: silence %s", silenced(inc));
+        } else {
+            sn_outbox_add(inc->eng, inc, lv->in->name, sn_incident_state(inc));
+            sn_incident_event(inc, n->name, "notified", "%s queued", sn_incident_state(inc));
+        }
         sn_workflow_advance(inc, node, "ok");
         return;
     default:
@@ -1227,6 +1251,8 @@ static void resume_listed(void *arg, int status, json_t *result)
         const char *sid = json_string_value(id);
         if (sn_outbox_is(sid))
             sn_outbox_resume(e, sid);
+        else if (sn_silence_is(sid))
+            sn_silence_resume(e, sid);
         else
             ops->state_load(e->state->self, sid, resume_loaded, e);
     }

@@ -19,7 +19,12 @@ try:
               ("GET", "/v1/audit", None, {"viewer", "operator", "admin"}),
               ("POST", "/v1/incidents/%s/approve" % ID, "{}", {"operator", "admin"}),
               ("POST", "/v1/incidents/%s/reject" % ID, "{}", {"operator", "admin"}),
-              ("POST", "/v1/events", '{"ts":1,"metric":"m","value":1}\n', {"ingest", "admin"})]
+              ("POST", "/v1/events", '{"ts":1,"metric":"m","value":1}\n', {"ingest", "admin"}),
+              ("GET", "/v1/notifications", None, {"viewer", "operator", "admin"}),
+              ("GET", "/v1/silences", None, {"viewer", "operator", "admin"}),
+              ("POST", "/v1/silences", '{"matchers":{"service":"x"},"duration_s":60}',
+               {"operator", "admin"}),
+              ("POST", "/v1/silences/nope/expire", "{}", {"operator", "admin"})]
     st, _, _ = d.request("GET", "/health", key="")
     check(st == 200, "/health needs no key")
     for method, path, body, allowed in routes:

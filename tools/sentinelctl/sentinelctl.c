@@ -32,6 +32,9 @@ static void usage(FILE *out)
             "  reject ID --reason TEXT          reject the waiting plan\n"
             "  wait ID|--any [--state S] [--timeout SECONDS] [--follow]\n"
             "                                   wait for a state, printing the timeline\n"
+            "  silence add --match LABEL=VALUE... (--duration 2h | --until T) [--start T]\n"
+            "              [--weekly DAYS@HH:MM-HH:MM] [--comment TEXT]\n"
+            "  silence list | silence expire ID\n"
             "  audit [--actor A] [--action X] [--incident ID] [--since T] [--until T]\n"
             "  audit verify [-c CONFIG]         check the audit hash chain offline\n"
             "  check CONFIG                     validate a configuration (like sentineld -t)\n"
@@ -345,6 +348,147 @@ static int cmd_wait(int argc, char **argv)
     return 5;
 }
 
+/* Seconds from "90s", "45m", "2h", "3d" or plain seconds; -1 when malformed. */
+static long long parse_duration_s(const char *s)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || v <= 0)
+        return -1;
+    long long mul = !*end               ? 1
+                    : !strcmp(end, "s") ? 1
+                    : !strcmp(end, "m") ? 60
+                    : !strcmp(end, "h") ? 3600
+                    : !strcmp(end, "d") ? 86400
+                                        : -1;
+    return mul < 0 ? -1 : v * mul;
+}
+
+/* silence add --match K=V... (--duration D | --until T) [--start T]
+ *             [--weekly DAYS@HH:MM-HH:MM] [--comment TEXT] | list | expire ID */
+static int cmd_silence(int argc, char **argv)
+{
+    if (argc < 1) {
+        usage(stderr);
+        return 2;
+    }
+    json_t *body = NULL;
+    long st;
+    int rc;
+    if (strcmp(argv[0], "list") == 0) {
+        st = api("GET", "/v1/silences", NULL, &body);
+        rc = status_exit(st, body);
+        if (rc == 0 && g_json) {
+            print_json(body);
+        } else if (rc == 0) {
+            printf("%-36s  %-6s  %-20s  %-20s  %s\n", "ID", "ACTIVE", "STARTS", "ENDS",
+                   "MATCHERS / COMMENT");
+            size_t i;
+            json_t *x;
+            json_array_foreach(json_object_get(body, "silences"), i, x)
+            {
+                char *m = json_dumps(json_object_get(x, "matchers"), JSON_COMPACT);
+                printf("%-36s  %-6s  %-20s  %-20s  %s %s%s\n", str(x, "id"),
+                       json_is_true(json_object_get(x, "expired"))  ? "expired"
+                       : json_is_true(json_object_get(x, "active")) ? "yes"
+                                                                    : "no",
+                       str(x, "starts_at"), str(x, "ends_at"), m ? m : "",
+                       json_object_get(x, "weekly") ? "(weekly) " : "", str(x, "comment"));
+                free(m);
+            }
+        }
+        json_decref(body);
+        return rc;
+    }
+    if (strcmp(argv[0], "expire") == 0) {
+        if (argc < 2) {
+            fprintf(stderr, "sentinelctl: which silence? give its ID\n");
+            return 2;
+        }
+        char path[256];
+        snprintf(path, sizeof(path), "/v1/silences/%s/expire", argv[1]);
+        st = api("POST", path, "{}", &body);
+        rc = status_exit(st, body);
+        if (rc == 0)
+            printf("%s: expired\n", argv[1]);
+        json_decref(body);
+        return rc;
+    }
+    if (strcmp(argv[0], "add") != 0) {
+        usage(stderr);
+        return 2;
+    }
+    json_t *req = json_pack("{s:{}}", "matchers");
+    json_t *matchers = json_object_get(req, "matchers");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "sentinelctl: %s needs a value\n", a);
+            json_decref(req);
+            return 2;
+        }
+        i++;
+        if (strcmp(a, "--match") == 0) {
+            const char *eq = strchr(v, '=');
+            if (!eq || eq == v) {
+                fprintf(stderr, "sentinelctl: --match wants LABEL=VALUE (a trailing * matches a "
+                                "prefix)\n");
+                json_decref(req);
+                return 2;
+            }
+            char k[128];
+            snprintf(k, sizeof(k), "%.*s", (int)(eq - v), v);
+            json_object_set_new(matchers, k, json_string(eq + 1));
+        } else if (strcmp(a, "--duration") == 0) {
+            long long d = parse_duration_s(v);
+            if (d < 0) {
+                fprintf(stderr, "sentinelctl: --duration wants 90s, 45m, 2h or 3d\n");
+                json_decref(req);
+                return 2;
+            }
+            json_object_set_new(req, "duration_s", json_integer(d));
+        } else if (strcmp(a, "--until") == 0 || strcmp(a, "--start") == 0) {
+            json_object_set_new(req, a[2] == 'u' ? "ends_at" : "starts_at", json_string(v));
+        } else if (strcmp(a, "--comment") == 0) {
+            json_object_set_new(req, "comment", json_string(v));
+        } else if (strcmp(a, "--weekly") == 0) {
+            /* mon,tue@22:00-02:00 */
+            const char *at = strchr(v, '@');
+            if (!at) {
+                fprintf(stderr, "sentinelctl: --weekly wants DAYS@HH:MM-HH:MM, e.g. "
+                                "sat,sun@22:00-02:00 (UTC)\n");
+                json_decref(req);
+                return 2;
+            }
+            json_t *days = json_array();
+            char list[64];
+            snprintf(list, sizeof(list), "%.*s", (int)(at - v), v);
+            for (char *save = NULL, *d = strtok_r(list, ",", &save); d;
+                 d = strtok_r(NULL, ",", &save))
+                json_array_append_new(days, json_string(d));
+            json_object_set_new(req, "weekly",
+                                json_pack("{s:o,s:s}", "days", days, "time", at + 1));
+        } else {
+            fprintf(stderr, "sentinelctl: unknown option %s\n", a);
+            json_decref(req);
+            return 2;
+        }
+    }
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    st = api("POST", "/v1/silences", text, &body);
+    free(text);
+    rc = status_exit(st, body);
+    if (rc == 0) {
+        if (g_json)
+            print_json(body);
+        else
+            printf("%s\n", str(body, "id"));
+    }
+    json_decref(body);
+    return rc;
+}
+
 static int cmd_audit_query(int argc, char **argv)
 {
     char path[1024] = "/v1/audit";
@@ -625,6 +769,8 @@ int main(int argc, char **argv)
         rc = cmd_audit_verify(rest - 1, args + 1);
     else if (strcmp(cmd, "audit") == 0)
         rc = cmd_audit_query(rest, args);
+    else if (strcmp(cmd, "silence") == 0)
+        rc = cmd_silence(rest, args);
     else if (strcmp(cmd, "check") == 0)
         rc = cmd_check(rest, args);
     else if (strcmp(cmd, "key-hash") == 0)
