@@ -11,6 +11,7 @@
 #include "auth.h"
 #include "engine-internal.h"
 #include "ingest.h"
+#include "ui.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -218,6 +219,79 @@ static void h_notifications(reqctx_t *c, struct evkeyvalq *q)
         return;
     }
     reply_json(c, 200, sn_outbox_list(c->api->e, state));
+}
+
+/* The console: static files, public like any page (the data behind them needs a key). */
+static void h_ui(reqctx_t *c, const char *path)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
+    if (strcmp(path, "/ui") == 0) {
+        evhttp_add_header(h, "Location", "/ui/");
+        evhttp_send_reply(c->req, 301, "Moved Permanently", NULL);
+        return;
+    }
+    const char *name = path + 4; /* after "/ui/" */
+    if (!*name)
+        name = "index.html";
+    for (const sn_ui_asset_t *a = sn_ui_assets; a->name; a++) {
+        if (strcmp(a->name, name) != 0)
+            continue;
+        evhttp_add_header(h, "Content-Type", a->content_type);
+        evhttp_add_header(h, "Cache-Control", "no-cache");
+        evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+        evhttp_add_header(h, "X-Frame-Options", "DENY");
+        evhttp_add_header(h, "Referrer-Policy", "no-referrer");
+        evhttp_add_header(h, "Content-Security-Policy",
+                          "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                          "script-src 'self'; connect-src 'self'; frame-ancestors 'none'");
+        struct evbuffer *out = evbuffer_new();
+        evbuffer_add_reference(out, a->data, a->len, NULL, NULL);
+        evhttp_send_reply(c->req, 200, "OK", out);
+        evbuffer_free(out);
+        return;
+    }
+    reply_error(c, 404, "no such console file");
+}
+
+/* GET /v1/series/<16 hex digits>?from=MS&to=MS[&limit=N]: points of one series from the
+ * telemetry store, for the console's charts around an incident's onset. */
+static void series_read(void *arg, int status, json_t *result)
+{
+    reqctx_t *c = arg;
+    if (status != 0)
+        reply_error(c, status == SN_ENOTSUP ? 501 : 502, "telemetry store unavailable");
+    else
+        reply_json(c, 200, json_incref(result));
+    free(c);
+}
+
+static void h_series(reqctx_t *c, const char *hex, struct evkeyvalq *q)
+{
+    sn_engine_t *e = c->api->e;
+    char *end;
+    unsigned long long series = strtoull(hex, &end, 16);
+    const char *from = query_get(q, "from"), *to = query_get(q, "to"),
+               *limit = query_get(q, "limit");
+    int64_t f, t;
+    if (strlen(hex) != 16 || *end || !from || !to || sn_parse_time_ms(from, &f) != 0 ||
+        sn_parse_time_ms(to, &t) != 0 || t < f) {
+        reply_error(c, 400, "GET /v1/series/<16 hex digits>?from=T&to=T (epoch ms or RFC 3339)");
+        return;
+    }
+    if (!e->telemetry) {
+        reply_error(c, 501, "no [sentinel] telemetry store keeps points");
+        return;
+    }
+    long lim = limit ? strtol(limit, NULL, 10) : 2000;
+    reqctx_t *copy = malloc(sizeof(*copy));
+    if (!copy) {
+        reply_error(c, 500, "out of memory");
+        return;
+    }
+    *copy = *c;
+    const sn_store_ops_t *ops = e->telemetry->in->mod->plugin->ops;
+    ops->telemetry_window(e->telemetry->self, (uint64_t)series, f, t,
+                          (size_t)(lim > 0 && lim <= 10000 ? lim : 2000), series_read, copy);
 }
 
 static json_t *read_body(reqctx_t *c)
@@ -476,6 +550,10 @@ static void route(reqctx_t *cp)
         h_health(&c);
         return;
     }
+    if ((strcmp(path, "/ui") == 0 || strncmp(path, "/ui/", 4) == 0) && cmd == EVHTTP_REQ_GET) {
+        h_ui(&c, path);
+        return;
+    }
     if (strncmp(path, "/hooks/", 7) == 0) {
         if (!h_hook(&c, path, cmd))
             reply_error(&c, 404, "no such hook");
@@ -534,6 +612,8 @@ static void route(reqctx_t *cp)
             memcpy(id, rest, (size_t)(slash - rest));
             h_silence_expire(&c, id);
         }
+    } else if (cmd == EVHTTP_REQ_GET && strncmp(path, "/v1/series/", 11) == 0) {
+        h_series(&c, path + 11, &q);
     } else if (cmd == EVHTTP_REQ_GET && strcmp(path, "/v1/notifications") == 0) {
         h_notifications(&c, &q);
     } else if (cmd == EVHTTP_REQ_GET && strcmp(path, "/v1/audit") == 0) {

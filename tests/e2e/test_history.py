@@ -50,6 +50,14 @@ try:
     inc = d.wait_for(lambda: [i for i in d.incidents() if "cart" in i["services"]],
                      what="the spike after the restart to be detected")
     check(len(inc) == 1, "a spike right after a restart is caught thanks to the history")
+    doc = d.json("GET", "/v1/incidents/" + inc[0]["id"])[1]
+    series = doc["anomalies"][0]["series"]
+    st, pts = d.json("GET", "/v1/series/%s?from=%d&to=%d" % (series, T0, T0 + 500 * 10000))
+    check(st == 200 and len(pts["points"]) == 302 and pts["points"][0] == [T0, pts["points"][0][1]],
+          "GET /v1/series serves the series around the onset from the store (%d points)"
+          % len(pts.get("points", [])))
+    st, _ = d.json("GET", "/v1/series/%s?from=x&to=1" % series)
+    check(st == 400, "a bad range is refused")
     check(metric(d, "telemetry_store_dropped_points_total") == 0, "the store kept every point")
 finally:
     d.cleanup()

@@ -22,6 +22,8 @@ try:
               ("POST", "/v1/events", '{"ts":1,"metric":"m","value":1}\n', {"ingest", "admin"}),
               ("GET", "/v1/notifications", None, {"viewer", "operator", "admin"}),
               ("GET", "/v1/silences", None, {"viewer", "operator", "admin"}),
+              ("GET", "/v1/series/0000000000000001?from=0&to=1", None,
+               {"viewer", "operator", "admin"}),
               ("POST", "/v1/silences", '{"matchers":{"service":"x"},"duration_s":60}',
                {"operator", "admin"}),
               ("POST", "/v1/silences/nope/expire", "{}", {"operator", "admin"})]
