@@ -103,3 +103,32 @@ try:
     check(st == 400, "a bad state filter is refused")
 finally:
     d.cleanup()
+
+# 3. Two instances sharing one state store resume the same pending entries: each goes out once.
+port = free_port()
+rx = Receiver(port)
+base = conf(port, 50)
+a = Daemon(conf=base.replace("[sentinel]", "[sentinel]\ninstance_id = first")).start()
+b = None
+try:
+    a.post_file(scenario("checkout-deploy"))
+    a.wait_for(lambda: [i for i in a.incidents() if i["state"] == "resolved"],
+               what="the incident to resolve")
+    pending = a.wait_for(lambda: a.json("GET", "/v1/notifications?state=pending")[1]
+                         ["notifications"], what="pending notifications")
+    a.kill9()
+    b = Daemon(conf=base.replace("[sentinel]", "[sentinel]\ninstance_id = second")
+               .replace("{dir}/sentinel.db", a.dir + "/sentinel.db"))
+    rx.start()
+    a.start()
+    b.start()
+    a.wait_for(lambda: len(rx.got) >= len(pending), timeout=40, what="delivery by either instance")
+    time.sleep(3)
+    got = sorted(x["event"] for x in rx.got)
+    check(got == sorted(n["event"] for n in pending),
+          "two instances on one store deliver each notification once: %s" % got)
+finally:
+    rx.stop()
+    if b:
+        b.cleanup()
+    a.cleanup()
