@@ -139,8 +139,11 @@ typedef struct sn_hwrite sn_hwrite_t;
 /** A batch of points for the telemetry store, or NULL when none is configured. */
 sn_hwrite_t *sn_history_batch(sn_engine_t *e);
 int sn_history_add(sn_hwrite_t *w, const struct sn_record *r);
-/** Hand the batch over (ownership taken); past the bound it is dropped and counted. */
-void sn_history_submit(sn_hwrite_t *w);
+/** Hand the batch over (ownership taken); past the bound it is dropped and counted. @p done,
+ * when set, learns on the loop whether the store kept it. */
+void sn_history_submit(sn_hwrite_t *w, sn_done_fn done, void *arg);
+/** Call @p done(arg, status, NULL) on the loop. Thread: any. */
+void sn_history_ack(sn_engine_t *e, sn_done_fn done, void *arg, int status);
 void sn_history_batch_free(sn_hwrite_t *w);
 /** sn_history_fn for the telemetry plane. Thread: a worker. */
 void sn_history_request(void *arg, uint64_t series, int64_t before_ms, int worker);

@@ -118,6 +118,12 @@ static void deliver_events(void *arg)
 int sn_engine_ingest(sn_engine_t *e, const char *buf, size_t len, const char *origin,
                      sn_ingest_stats_t *stats, sn_diag_t *errs)
 {
+    return sn_engine_ingest_acked(e, buf, len, origin, stats, errs, NULL, NULL);
+}
+
+int sn_engine_ingest_acked(sn_engine_t *e, const char *buf, size_t len, const char *origin,
+                           sn_ingest_stats_t *stats, sn_diag_t *errs, sn_done_fn done, void *arg)
+{
     if (!e->tel)
         return SN_EAGAIN;
     ingest_ctx_t c = {.e = e, .max_ts = INT64_MIN};
@@ -150,7 +156,10 @@ int sn_engine_ingest(sn_engine_t *e, const char *buf, size_t len, const char *or
                   "reason=\"backpressure\"", (double)stats->accepted);
         return rc;
     }
-    sn_history_submit(c.hw);
+    if (c.hw)
+        sn_history_submit(c.hw, done, arg);
+    else if (done)
+        sn_history_ack(e, done, arg, 0); /* no store: queued for the detectors is durable enough */
     if (json_array_size(c.events) > 0) {
         events_post_t *p = malloc(sizeof(*p));
         if (p) {
@@ -200,6 +209,20 @@ static int hook_emit(void *eng, const char *instance, const char *buf, size_t le
     return rc == 0 ? (int)st.accepted : rc;
 }
 
+static int hook_emit_acked(void *eng, const char *instance, const char *buf, size_t len,
+                           const char *origin, sn_done_fn done, void *arg)
+{
+    sn_engine_t *e = eng;
+    sn_ingest_stats_t st;
+    sn_diag_t errs;
+    sn_diag_init(&errs);
+    int rc = sn_engine_ingest_acked(e, buf, len, origin, &st, &errs, done, arg);
+    for (size_t i = 0; i < errs.n; i++)
+        sn_log(SN_LOG_WARN, instance, NULL, NULL, "%s", errs.msgs[i]);
+    sn_diag_free(&errs);
+    return rc == 0 ? (int)st.accepted : rc;
+}
+
 static int hook_audit(void *eng, const char *actor, const char *action, const char *incident,
                       const json_t *detail)
 {
@@ -220,6 +243,7 @@ static const sn_engine_hooks_t engine_hooks = {
     .req_header = sn_api_req_header,
     .req_reply = sn_api_req_reply,
     .decide = hook_decide,
+    .emit_lines_acked = hook_emit_acked,
 };
 
 /* ---- construction ---- */

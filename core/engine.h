@@ -45,6 +45,11 @@ int sn_engine_port(sn_engine_t *e);
 struct sn_ingest_stats;
 int sn_engine_ingest(sn_engine_t *e, const char *buf, size_t len, const char *origin,
                      struct sn_ingest_stats *stats, sn_diag_t *errs);
+/** The same, and when it returns 0, @p done(arg, status, NULL) on the loop once the points are
+ * in the telemetry store (or at once without one). */
+int sn_engine_ingest_acked(sn_engine_t *e, const char *buf, size_t len, const char *origin,
+                           struct sn_ingest_stats *stats, sn_diag_t *errs, sn_done_fn done,
+                           void *arg);
 
 /** Incidents as JSON. Ownership: caller decrefs. Thread: loop. */
 json_t *sn_engine_incidents(sn_engine_t *e, const char *state);

@@ -16,6 +16,8 @@
 
 struct sn_hwrite {
     sn_engine_t *e;
+    sn_done_fn done; /* the input's acknowledgement, or NULL */
+    void *done_arg;
     sn_point_t *pts;
     size_t n, cap;
     sn_label_t *labels; /* all points' labels, each point's a slice */
@@ -103,11 +105,43 @@ int sn_history_add(sn_hwrite_t *w, const sn_record_t *r)
     return 0;
 }
 
+typedef struct ack {
+    sn_done_fn done;
+    void *arg;
+    int status;
+} ack_t;
+
+static void ack_on_loop(void *arg)
+{
+    ack_t *a = arg;
+    a->done(a->arg, a->status, NULL);
+    free(a);
+}
+
+void sn_history_ack(sn_engine_t *e, sn_done_fn done, void *arg, int status)
+{
+    ack_t *a = malloc(sizeof(*a));
+    if (a) {
+        a->done = done;
+        a->arg = arg;
+        a->status = status;
+        if (sn_runtime_post(e->rt, ack_on_loop, a) == 0)
+            return;
+        free(a);
+    }
+    /* The loop is saturated or memory is short: the input must not wait forever. It learns
+     * nothing was confirmed the next time it asks; log it loudly. */
+    sn_log(SN_LOG_ERROR, "history", NULL, NULL,
+           "could not acknowledge a batch to its input: it will be delivered again");
+}
+
 static void written(void *arg, int status, json_t *result)
 {
     (void)result;
     sn_hwrite_t *w = arg;
     sn_engine_t *e = w->e;
+    if (w->done)
+        w->done(w->done_arg, status, NULL);
     atomic_fetch_sub(&e->history_pending, w->n);
     if (status != 0) {
         sn_metric(e->rt, SN_METRIC_COUNTER, "telemetry_store_dropped_points_total",
@@ -131,13 +165,19 @@ static void write_on_loop(void *arg)
     ops->telemetry_write(e->telemetry->self, w->pts, w->n, written, w);
 }
 
-void sn_history_submit(sn_hwrite_t *w)
+void sn_history_submit(sn_hwrite_t *w, sn_done_fn done, void *arg)
 {
-    if (!w || w->n == 0) {
+    if (!w)
+        return;
+    sn_engine_t *e = w->e;
+    if (w->n == 0) {
+        if (done)
+            sn_history_ack(e, done, arg, 0);
         sn_history_batch_free(w);
         return;
     }
-    sn_engine_t *e = w->e;
+    w->done = done;
+    w->done_arg = arg;
     for (size_t i = 0; i < w->n; i++)
         w->pts[i].labels = w->labels + (uintptr_t)w->pts[i].labels;
     /* Bounded: past queue_points in flight the store is not keeping up, and detection must
@@ -149,6 +189,8 @@ void sn_history_submit(sn_hwrite_t *w)
         sn_metric(e->rt, SN_METRIC_COUNTER, "telemetry_store_dropped_points_total",
                   "Points the telemetry store did not keep (detection is unaffected)",
                   "reason=\"backlog\"", (double)w->n);
+        if (done)
+            sn_history_ack(e, done, arg, SN_EAGAIN); /* an acked input delivers them again */
         sn_history_batch_free(w);
     }
 }

@@ -264,8 +264,10 @@ static void start(sn_outmsg_t *m)
 static void first_saved(void *arg, int status, json_t *result)
 {
     sn_outmsg_t *m = arg;
+    /* Only a pending entry goes on; saved() may free one that is not (sent or dead). */
+    int go = m->state == OB_PENDING && status == 0;
     saved(m, status, result);
-    if (m->state == OB_PENDING && !m->busy && status == 0)
+    if (go && !m->busy)
         start(m);
 }
 

@@ -362,6 +362,15 @@ static int h_emit_lines(const sn_host_t *h, const char *buf, size_t len, const c
     return rt->hooks.emit_lines(rt->eng, h->instance, buf, len, origin);
 }
 
+static int h_emit_lines_acked(const sn_host_t *h, const char *buf, size_t len, const char *origin,
+                              sn_done_fn done, void *arg)
+{
+    sn_runtime_t *rt = host_rt(h);
+    if (!rt || !rt->hooks.emit_lines_acked || !done)
+        return rt && !done ? SN_EINVAL : SN_ENOTSUP;
+    return rt->hooks.emit_lines_acked(rt->eng, h->instance, buf, len, origin, done, arg);
+}
+
 static int h_audit(const sn_host_t *h, const char *actor, const char *action, const char *incident,
                    const json_t *detail)
 {
@@ -489,6 +498,7 @@ void sn_host_fill(sn_runtime_t *rt, sn_host_t *h, const char *instance)
     h->http = h_http;
     h->secret = h_secret;
     h->emit_lines = h_emit_lines;
+    h->emit_lines_acked = h_emit_lines_acked;
     h->audit = h_audit;
     h->now_ms = h_now_ms;
     h->mono_ms = h_mono_ms;

@@ -29,6 +29,8 @@ typedef struct sn_engine_hooks {
                       size_t len);
     int (*decide)(void *eng, const char *incident, int approve, const char *actor,
                   const char *reason);
+    int (*emit_lines_acked)(void *eng, const char *instance, const char *buf, size_t len,
+                            const char *origin, sn_done_fn done, void *arg);
 } sn_engine_hooks_t;
 
 /** Ownership: caller frees with sn_runtime_free. @p offload_threads 0 = 2. */

@@ -7,3 +7,5 @@ python3 scripts/bench.py "$build"
 python3 scripts/alert_fatigue.py --sentineld "$build/core/sentineld"
 # Detector throughput, memory per series and verdict latency (tools/sentinel-bench).
 "$build/tools/sentinel-bench/sentinel-bench"
+python3 tests/bench/bench_remote_write.py "$build"
+python3 tests/bench/bench_alertmanager.py "$build"

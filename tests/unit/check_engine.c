@@ -836,6 +836,78 @@ START_TEST(bad_config_is_refused_with_file_line)
 }
 END_TEST
 
+/* ---- acknowledged ingest ------------------------------------------------------------------
+ */
+
+typedef struct ack_rec {
+    int calls, status;
+} ack_rec_t;
+
+static void ack_done(void *arg, int status, json_t *result)
+{
+    (void)result;
+    ack_rec_t *a = arg;
+    a->calls++;
+    a->status = status;
+}
+
+/* Ingest 200 points with an acknowledgement and wait for it. */
+static ack_rec_t acked_ingest(world_t *w)
+{
+    sbuf_t b = {0};
+    for (int i = 0; i < 200; i++)
+        sb_printf(&b, "{\"ts\":%lld,\"metric\":\"acked\",\"value\":%d}\n",
+                  (long long)(T0_MS + i * 10000LL), 100 + i % 3);
+    ack_rec_t a = {0, -1};
+    sn_ingest_stats_t st;
+    sn_diag_t errs;
+    sn_diag_init(&errs);
+    ck_assert_int_eq(sn_engine_ingest_acked(w->e, b.p, b.n, "ack", &st, &errs, ack_done, &a), 0);
+    ck_assert_uint_eq(st.accepted, 200);
+    ck_assert_int_eq(a.calls, 0); /* never re-entrantly: on the loop, later */
+    int64_t deadline = sn_mono_ms() + WAIT_MS;
+    while (a.calls == 0 && sn_mono_ms() < deadline)
+        run_ms(w, 10);
+    sn_diag_free(&errs);
+    free(b.p);
+    return a;
+}
+
+START_TEST(acked_ingest_confirms_once_the_store_kept_the_points)
+{
+    world_t w;
+    conf_opts_t o = {.extra_core = "telemetry = local"};
+    world_start(&w, &o);
+    ack_rec_t a = acked_ingest(&w);
+    ck_assert_int_eq(a.calls, 1);
+    ck_assert_int_eq(a.status, 0);
+    world_stop(&w);
+    /* Confirmed means written: the points are in the store's file. */
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "sqlite3 %s/sentinel.db 'SELECT count(*) FROM points'", w.dir);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    long n = 0;
+    ck_assert_int_eq(fscanf(p, "%ld", &n), 1);
+    pclose(p);
+    ck_assert_int_eq(n, 200);
+    world_free(&w);
+}
+END_TEST
+
+START_TEST(acked_ingest_without_a_store_confirms_at_once)
+{
+    world_t w;
+    conf_opts_t o = {0};
+    world_start(&w, &o);
+    ack_rec_t a = acked_ingest(&w);
+    ck_assert_int_eq(a.calls, 1);
+    ck_assert_int_eq(a.status, 0);
+    world_stop(&w);
+    world_free(&w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("engine");
@@ -849,6 +921,8 @@ int main(void)
     tcase_add_test(tc, target_outside_allow_is_denied);
     tcase_add_test(tc, ingest_before_start_is_refused);
     tcase_add_test(tc, bad_config_is_refused_with_file_line);
+    tcase_add_test(tc, acked_ingest_confirms_once_the_store_kept_the_points);
+    tcase_add_test(tc, acked_ingest_without_a_store_confirms_at_once);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

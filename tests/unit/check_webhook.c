@@ -2,8 +2,10 @@
  * @file check_webhook.c
  * Tests of the webhook notifier loaded as a .so through the harness, against a scripted evhttp
  * receiver on 127.0.0.1 (an ephemeral port) served by the harness's own loop: signature and
- * body, retries on 503 and transport errors, giving up, Retry-After, no retry on 400, and the
- * pending-delivery bound. The log notifier's one line is checked here too.
+ * body, retries on 503 and transport errors, giving up, Retry-After, no retry on 400, the
+ * pending-delivery bound, and the JSON body template (types kept, nested paths, unknown paths
+ * refused at create, values that cannot break out of their strings). The log notifier's one
+ * line is checked here too.
  */
 #include "harness.h"
 
@@ -395,6 +397,159 @@ START_TEST(bad_settings_are_refused_without_echo)
 }
 END_TEST
 
+/* Write @p json to a fresh file and return "template = ${file:<path>}\n" (long templates do not
+ * fit one INI line). Ownership: caller frees the text and unlinks @p path. */
+static char *template_setting(const char *json, char path[32])
+{
+    snprintf(path, 32, "/tmp/sn-whtmpl-XXXXXX");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+    close(fd);
+    char *out = NULL;
+    ck_assert_int_gt(asprintf(&out, "template = ${file:%s}\n", path), 0);
+    return out;
+}
+
+static json_t *notify_doc(wh_fix_t *f, json_t *inc, const char *event)
+{
+    sn_result_t r = {0};
+    f->ops->notify(f->self, inc, event, sn_result_done, &r);
+    ck_assert_int_eq(sn_harness_wait(f->h, &r, 5000), 0);
+    ck_assert_int_eq(r.status, 0);
+    sn_result_clear(&r);
+    ck_assert_int_eq(f->rcv.n, 1);
+    json_error_t je;
+    json_t *body = json_loads(f->rcv.seen[0].body, 0, &je);
+    ck_assert_msg(body != NULL, "body is not JSON (%s): %s", je.text, f->rcv.seen[0].body);
+    return body;
+}
+
+START_TEST(template_keeps_types_and_nests)
+{
+    setenv("SN_TEST_WEBHOOK_SECRET", SECRET, 1);
+    char path[32];
+    char *tmpl = template_setting(
+        "{\"text\": \"Incident {{incident.id}}: {{ incident.title }} ({{event}}) on "
+        "{{incident.services}}, top {{incident.top_hypothesis.confidence}}\",\n"
+        " \"id\": \"{{incident.id}}\", \"event\": \"{{event}}\",\n"
+        " \"services\": \"{{incident.services}}\", \"first\": \"{{incident.services.0}}\",\n"
+        " \"confidence\": \"{{incident.hypotheses.1.confidence}}\",\n"
+        " \"top\": \"{{incident.top_hypothesis}}\",\n"
+        " \"target\": {\"deep\": [\"{{incident.plan.0.target}}\", {\"verb\": "
+        "\"{{incident.plan.0.verb}}\"}]},\n"
+        " \"priority\": \"{{incident.priority}}\", \"gone\": \"{{incident.hypotheses.9.cause}}\",\n"
+        " \"sent\": \"{{sent_at}}\", \"literal\": 42, \"flag\": true,\n"
+        " \"unclosed\": \"{{ not a placeholder\"}\n",
+        path);
+    char settings[256];
+    snprintf(settings, sizeof(settings), "secret = ${env:SN_TEST_WEBHOOK_SECRET}\n%s", tmpl);
+    wh_fix_t f;
+    int codes[] = {200};
+    wh_open(&f, codes, 1, settings);
+    unlink(path);
+    free(tmpl);
+    json_t *inc = incident();
+    json_t *body = notify_doc(&f, inc, "opened");
+    json_decref(inc);
+    ck_assert_str_eq(f.rcv.seen[0].event, "opened");
+    ck_assert_str_eq(f.rcv.seen[0].ctype, "application/json");
+    assert_signed(&f.rcv.seen[0]); /* the signature covers the rendered body */
+    ck_assert_str_eq(json_string_value(json_object_get(body, "text")),
+                     "Incident 0190a0b0-0000-7000-8000-00000000abcd: checkout latency p99 x8 "
+                     "(opened) on [\"checkout\"], top 0.8");
+    ck_assert_str_eq(json_string_value(json_object_get(body, "id")),
+                     "0190a0b0-0000-7000-8000-00000000abcd");
+    ck_assert_str_eq(json_string_value(json_object_get(body, "event")), "opened");
+    json_t *svc = json_object_get(body, "services");
+    ck_assert(json_is_array(svc));
+    ck_assert_uint_eq(json_array_size(svc), 1);
+    ck_assert_str_eq(json_string_value(json_array_get(svc, 0)), "checkout");
+    ck_assert_str_eq(json_string_value(json_object_get(body, "first")), "checkout");
+    ck_assert(json_is_real(json_object_get(body, "confidence")));
+    ck_assert(json_real_value(json_object_get(body, "confidence")) == 0.8);
+    json_t *top = json_object_get(body, "top");
+    ck_assert(json_is_object(top));
+    ck_assert_str_eq(json_string_value(json_object_get(top, "cause")), "deploy v2.3.1");
+    json_t *deep = json_object_get(json_object_get(body, "target"), "deep");
+    ck_assert_str_eq(json_string_value(json_array_get(deep, 0)), "deployment/shop/checkout");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(deep, 1), "verb")),
+                     "rollout_restart");
+    ck_assert(json_is_null(json_object_get(body, "priority")));
+    ck_assert(json_is_null(json_object_get(body, "gone")));
+    int64_t ms = 0;
+    ck_assert_int_eq(sn_parse_time_ms(json_string_value(json_object_get(body, "sent")), &ms), 0);
+    ck_assert(ms > sn_now_ms() - 10000);
+    ck_assert(json_is_integer(json_object_get(body, "literal")));
+    ck_assert_int_eq(json_integer_value(json_object_get(body, "literal")), 42);
+    ck_assert(json_is_true(json_object_get(body, "flag")));
+    ck_assert_str_eq(json_string_value(json_object_get(body, "unclosed")), "{{ not a placeholder");
+    ck_assert_uint_eq(json_object_size(body), 14);
+    json_decref(body);
+    wh_close(&f);
+}
+END_TEST
+
+START_TEST(template_values_cannot_break_out)
+{
+    const char *title = "evil\", \"admin\": true, \"x\": \"\\ {{event}} }} \n\t\u00e9";
+    wh_fix_t f;
+    int codes[] = {200};
+    wh_open(&f, codes, 1,
+            "template = {\"title\": \"{{incident.title}}\", \"msg\": \"T: {{incident.title}}\", "
+            "\"svc\": \"{{incident.services}}\"}\n");
+    json_t *inc = incident();
+    json_object_set_new(inc, "title", json_string(title));
+    json_object_set_new(inc, "services", json_pack("[s]", "a\"b"));
+    json_t *body = notify_doc(&f, inc, "opened");
+    json_decref(inc);
+    ck_assert_uint_eq(json_object_size(body), 3);
+    ck_assert_ptr_null(json_object_get(body, "admin"));
+    ck_assert_str_eq(json_string_value(json_object_get(body, "title")), title);
+    /* The value is text, not template: its "{{event}}" stays as it is. */
+    char want[256];
+    snprintf(want, sizeof(want), "T: %s", title);
+    ck_assert_str_eq(json_string_value(json_object_get(body, "msg")), want);
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(body, "svc"), 0)), "a\"b");
+    json_decref(body);
+    wh_close(&f);
+}
+END_TEST
+
+START_TEST(template_is_checked_at_create)
+{
+    static const char *const bad[][2] = {
+        {"{\"a\": \"{{incident.nope}}\"}", "'incident.nope'"},
+        {"{\"a\": \"x {{incident.hypotheses.x.cause}}\"}", "'incident.hypotheses.x.cause'"},
+        {"{\"a\": [\"{{incident.plan.0.secret}}\"]}", "'incident.plan.0.secret'"},
+        {"{\"a\": \"{{event.name}}\"}", "'event.name'"},
+        {"{\"a\": \"{{}}\"}", "''"},
+        {"{\"{{event}}\": 1}", "object keys"},
+        {"{\"a\": \"{{event}}\"", "not valid JSON"},
+        {"{\"a\": 1, \"a\": 2}", "not valid JSON"},
+    };
+    sn_harness_t *h = sn_harness_new();
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char settings[256];
+        snprintf(settings, sizeof(settings), "url = http://127.0.0.1:1/\ntemplate = %s\n",
+                 bad[i][0]);
+        sn_err_t err = {{0}};
+        ck_assert_ptr_null(sn_harness_create(h, SN_NOTIFIER, "webhook", settings, NULL, &err));
+        ck_assert_msg(strstr(err.msg, bad[i][1]) != NULL, "%s: '%s' lacks %s", bad[i][0], err.msg,
+                      bad[i][1]);
+    }
+    /* Known paths of every family are accepted. */
+    sn_err_t err = {{0}};
+    ck_assert_ptr_nonnull(sn_harness_create(
+        h, SN_NOTIFIER, "webhook",
+        "url = http://127.0.0.1:1/\ntemplate = [\"{{incident.timeline.3.detail}}\", "
+        "\"{{incident.hypotheses.0.labels.pod}}\", \"{{incident.plan.1.params.replicas}}\", "
+        "\"{{ incident.approvals }}\"]\n",
+        NULL, &err));
+    sn_harness_free(h);
+}
+END_TEST
+
 /* The log notifier lives beside the webhook: one line with event, id, title, severity and the
  * top hypothesis, at the configured level. */
 START_TEST(log_notifier_writes_one_line)
@@ -455,6 +610,9 @@ int main(void)
     tcase_add_test(tc, transport_errors_are_retried);
     tcase_add_test(tc, pending_bound_refuses_at_once);
     tcase_add_test(tc, bad_settings_are_refused_without_echo);
+    tcase_add_test(tc, template_keeps_types_and_nests);
+    tcase_add_test(tc, template_values_cannot_break_out);
+    tcase_add_test(tc, template_is_checked_at_create);
     tcase_add_test(tc, log_notifier_writes_one_line);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -96,9 +96,9 @@ typedef struct sn_param {
 /* ---------------------------------------------------------------------------------------------
  * Opaque host-owned handles
  * ------------------------------------------------------------------------------------------- */
-typedef struct sn_cfg sn_cfg_t;     /**< one instance's validated settings */
-typedef struct sn_timer sn_timer_t; /**< a timer created by the host */
-typedef struct sn_watch sn_watch_t; /**< an fd watch created by the host */
+typedef struct sn_cfg sn_cfg_t;             /**< one instance's validated settings */
+typedef struct sn_timer sn_timer_t;         /**< a timer created by the host */
+typedef struct sn_watch sn_watch_t;         /**< an fd watch created by the host */
 typedef struct sn_route_req sn_route_req_t; /**< an HTTP request routed to a plugin */
 
 /** Completion of any asynchronous call. @p result is borrowed for the call (may be NULL). */
@@ -167,16 +167,17 @@ typedef struct sn_http_request {
     const char *const *headers; /**< "Name: value" strings, NULL-terminated, or NULL */
     const char *body;
     size_t body_len;
-    long timeout_ms;    /**< whole-transfer deadline; 0 = host default */
+    long timeout_ms;     /**< whole-transfer deadline; 0 = host default */
     size_t max_response; /**< response body limit in bytes; 0 = host default */
 } sn_http_request_t;
 
 typedef struct sn_http_response {
-    long status;        /**< HTTP status, 0 when no response arrived */
-    const char *body;   /**< NUL-terminated body */
+    long status;      /**< HTTP status, 0 when no response arrived */
+    const char *body; /**< NUL-terminated body */
     size_t body_len;
-    const char *error;  /**< transport error phrase when status == 0 */
-    const char *(*header)(const struct sn_http_response *, const char *name); /**< case-insensitive */
+    const char *error; /**< transport error phrase when status == 0 */
+    const char *(*header)(const struct sn_http_response *,
+                          const char *name); /**< case-insensitive */
     void *priv;
 } sn_http_response_t;
 
@@ -233,8 +234,7 @@ struct sn_host {
     int (*post)(const sn_host_t *h, void (*fn)(void *), void *arg);
 
     /** Asynchronous HTTP; @p done always runs exactly once, on the loop. Thread: loop. */
-    int (*http)(const sn_host_t *h, const sn_http_request_t *req, sn_http_done_fn done,
-                void *arg);
+    int (*http)(const sn_host_t *h, const sn_http_request_t *req, sn_http_done_fn done, void *arg);
 
     /** Expand ${env:NAME} / ${file:/path}; NULL if unresolvable. Ownership: caller frees. */
     char *(*secret)(const sn_host_t *h, const char *ref);
@@ -244,8 +244,8 @@ struct sn_host {
     int (*emit_lines)(const sn_host_t *h, const char *buf, size_t len, const char *origin);
 
     /** Append to the audit chain. Ownership: @p detail is borrowed. Thread: loop. */
-    int (*audit)(const sn_host_t *h, const char *actor, const char *action,
-                 const char *incident, const json_t *detail);
+    int (*audit)(const sn_host_t *h, const char *actor, const char *action, const char *incident,
+                 const json_t *detail);
 
     /** Wall-clock milliseconds since the epoch, and monotonic milliseconds. Thread: any. */
     int64_t (*now_ms)(const sn_host_t *h);
@@ -267,10 +267,18 @@ struct sn_host {
     /** Parse RFC 3339 ("2026-11-25T10:00:00.250Z", offsets allowed) or epoch milliseconds as
      * digits into epoch milliseconds. Returns 0 or SN_EINVAL. Thread: any. */
     int (*parse_time)(const sn_host_t *h, const char *text, int64_t *out_ms);
+
+    /** emit_lines with an acknowledgement, for inputs that commit upstream (Kafka offsets):
+     * when the return value is >= 0, @p done(arg, status, NULL) follows on the loop once the
+     * records are where the core keeps them: queued for the detectors and, with a [sentinel]
+     * telemetry store, written there (status 0); or not (status < 0: deliver them again, do
+     * not commit). Not called when the return value is negative. Thread: any. */
+    int (*emit_lines_acked)(const sn_host_t *h, const char *buf, size_t len, const char *origin,
+                            sn_done_fn done, void *arg);
 };
 
 /** True when the host table offers @p field (a newer host may have more, never fewer). */
-#define SN_HOST_HAS(h, field)                                                                       \
+#define SN_HOST_HAS(h, field)                                                                      \
     ((h)->struct_size >= offsetof(sn_host_t, field) + sizeof((h)->field) && (h)->field != NULL)
 
 /* ---------------------------------------------------------------------------------------------
@@ -323,8 +331,8 @@ typedef struct sn_store_ops {
     void (*vector_upsert)(void *self, const char *collection, const char *id, const float *v,
                           size_t dim, const json_t *payload, sn_done_fn done, void *arg);
     /** result: {"matches": [{"id", "score", "payload"}]} best first. */
-    void (*vector_search)(void *self, const char *collection, const float *v, size_t dim,
-                          size_t k, double min_score, sn_done_fn done, void *arg);
+    void (*vector_search)(void *self, const char *collection, const float *v, size_t dim, size_t k,
+                          double min_score, sn_done_fn done, void *arg);
     /* STATE: checkpoints with optimistic versions. save fails SN_ECONFLICT when the stored
      * version is not version - 1. */
     void (*state_save)(void *self, const char *id, int64_t version, int open, const json_t *doc,
@@ -396,8 +404,8 @@ typedef struct sn_plugin {
     const sn_param_t *params; /**< the core validates config against this */
     /** Ownership: *self belongs to the plugin until destroy(). */
     int (*create)(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn_err_t *err);
-    int (*check)(void *self, sn_err_t *err); /**< optional; no I/O */
-    int (*start)(void *self);                /**< optional */
+    int (*check)(void *self, sn_err_t *err);              /**< optional; no I/O */
+    int (*start)(void *self);                             /**< optional */
     void (*stop)(void *self, sn_done_fn done, void *arg); /**< optional; asynchronous drain */
     void (*destroy)(void *self);
     int (*health)(void *self, sn_health_t *out); /**< optional */

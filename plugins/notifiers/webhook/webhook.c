@@ -5,7 +5,13 @@
  * unreachable or busy.
  *
  * Body: {"event", "incident": {"id","state","severity","title","services","hypotheses" (the top
- * three by confidence),"plan"}, "sent_at" (RFC 3339, when the notification was queued)}.
+ * three by confidence),"plan"}, "sent_at" (RFC 3339, when the notification was queued)}, or,
+ * with `template`, that JSON text with its "{{path}}" placeholders filled in: a string that is
+ * exactly one placeholder becomes the JSON value at the path (arrays, objects and numbers keep
+ * their type; an absent value is null), a placeholder inside a longer string is replaced by the
+ * value as text. Paths are event, sent_at, incident and the incident's known fields (see
+ * wh_path_known); an unknown path is refused at create. The body is built as a JSON tree, never
+ * by pasting text, so a value with quotes cannot break out of its string.
  *
  * Headers: Content-Type: application/json, X-Sentinel-Event, X-Sentinel-Timestamp (unix seconds
  * of this attempt) and, with `secret`, X-Sentinel-Signature: v1=<hex HMAC-SHA256(secret,
@@ -37,6 +43,7 @@
 #define WH_RESPONSE_MAX 65536 /* response body bytes read (only the status matters) */
 #define WH_HYPOTHESES 3       /* hypotheses carried in the body */
 #define WH_FIXED_HEADERS 6    /* content type, user agent, event, timestamp, signature, NULL */
+#define WH_PATH_MAX 128       /* placeholder path length */
 
 typedef struct wh wh_t;
 
@@ -62,6 +69,7 @@ struct wh {
     const char *url;    /* host-owned */
     const char *secret; /* host-owned, may be NULL */
     const char *const *extra;
+    json_t *tmpl; /* parsed `template`, or NULL for the default body */
     int64_t retry_base_ms, retry_max_ms, timeout_ms, max_retries, max_pending;
     uint64_t rng;
     wh_delivery_t *list;
@@ -78,6 +86,9 @@ static const sn_param_t wh_params[] = {
      "HMAC-SHA256 key for X-Sentinel-Signature (use ${env:NAME} or ${file:/path})"},
     {"header", SN_T_STRING, NULL, SN_PARAM_MULTI,
      "repeatable: an extra request header, 'Name: value'"},
+    {"template", SN_T_STRING, NULL, 0,
+     "JSON body with {{path}} placeholders (event, sent_at, incident.id, incident.services, ...); "
+     "long ones via ${file:/path}"},
     {"retry_base", SN_T_DURATION, "1s", 0, "first backoff ceiling; doubles on every retry"},
     {"retry_max", SN_T_DURATION, "60s", 0,
      "longest wait between two attempts, also the cap on a Retry-After"},
@@ -205,11 +216,324 @@ static json_t *wh_field(const json_t *incident, const char *key)
     return v ? json_deep_copy(v) : json_null();
 }
 
+/* ---- template ---------------------------------------------------------------------------- */
+
+/* Fields below incident.hypotheses.N and incident.top_hypothesis, incident.plan.N and
+ * incident.timeline.N. "#" matches an array index, a trailing ".*" any deeper path. */
+static const char *const wh_hyp_fields[] = {
+    "service", "cause", "confidence", "evidence", "evidence.#", "analyzer",
+    "metric",  "onset", "labels",     "labels.*", NULL,
+};
+static const char *const wh_plan_fields[] = {
+    "executor",      "verb",   "target",   "risk",           "downtime_s",
+    "blast_radius",  "params", "params.*", "needs_approval", "allowed",
+    "denied_reason", "reason", NULL,
+};
+static const char *const wh_timeline_fields[] = {"ts", "node", "event", "detail", NULL};
+static const char *const wh_incident_fields[] = {
+    "id",           "state",         "severity",    "priority",     "confidence",     "title",
+    "services",     "services.#",    "fingerprint", "opened_at",    "updated_at",     "onset",
+    "loop_count",   "anomaly_count", "hypotheses",  "hypotheses.#", "top_hypothesis", "plan",
+    "plan.#",       "timeline",      "timeline.#",  "approvals",    "approvals.*",    "executions",
+    "executions.*", "anomalies",     "anomalies.*", "changes",      "changes.*",      NULL,
+};
+
+static int wh_pattern_match(const char *pattern, const char *s)
+{
+    size_t n = strlen(pattern);
+    if (n >= 2 && strcmp(pattern + n - 2, ".*") == 0)
+        return strncmp(s, pattern, n - 1) == 0 && s[n - 1] != '\0';
+    return strcmp(pattern, s) == 0;
+}
+
+static int wh_in(const char *const *patterns, const char *s)
+{
+    for (; *patterns; patterns++)
+        if (wh_pattern_match(*patterns, s))
+            return 1;
+    return 0;
+}
+
+/* Whether a placeholder path names something an incident notification has. */
+static int wh_path_known(const char *path)
+{
+    char norm[WH_PATH_MAX + 8];
+    size_t o = 0;
+    const char *seg = path;
+    if (!*path || strlen(path) > WH_PATH_MAX)
+        return 0;
+    /* Numeric segments become "#"; empty segments or odd characters make it unknown. */
+    for (;;) {
+        const char *end = strchr(seg, '.');
+        size_t len = end ? (size_t)(end - seg) : strlen(seg);
+        int digits = len > 0 && len <= 9;
+        if (len == 0)
+            return 0;
+        for (size_t i = 0; i < len; i++) {
+            if (!isalnum((unsigned char)seg[i]) && seg[i] != '_' && seg[i] != '-')
+                return 0;
+            digits = digits && isdigit((unsigned char)seg[i]);
+        }
+        if (digits) {
+            norm[o++] = '#';
+        } else {
+            memcpy(norm + o, seg, len);
+            o += len;
+        }
+        if (!end)
+            break;
+        norm[o++] = '.';
+        seg = end + 1;
+    }
+    norm[o] = '\0';
+    if (strcmp(norm, "event") == 0 || strcmp(norm, "sent_at") == 0 || strcmp(norm, "incident") == 0)
+        return 1;
+    if (strncmp(norm, "incident.", 9) != 0)
+        return 0;
+    const char *r = norm + 9;
+    if (wh_in(wh_incident_fields, r))
+        return 1;
+    if (strncmp(r, "hypotheses.#.", 13) == 0)
+        return wh_in(wh_hyp_fields, r + 13);
+    if (strncmp(r, "top_hypothesis.", 15) == 0)
+        return wh_in(wh_hyp_fields, r + 15);
+    if (strncmp(r, "plan.#.", 7) == 0)
+        return wh_in(wh_plan_fields, r + 7);
+    if (strncmp(r, "timeline.#.", 11) == 0)
+        return wh_in(wh_timeline_fields, r + 11);
+    return 0;
+}
+
+/* The next "{{ path }}" in @p s: @p start and @p end delimit the braces, @p path gets the trimmed
+ * path. Returns 0 when there is none (an unclosed "{{" is literal text). */
+static int wh_next_placeholder(const char *s, const char **start, const char **end, char *path,
+                               size_t cap)
+{
+    const char *a = strstr(s, "{{");
+    if (!a)
+        return 0;
+    const char *b = strstr(a + 2, "}}");
+    if (!b)
+        return 0;
+    const char *p = a + 2, *q = b;
+    while (p < q && (*p == ' ' || *p == '\t'))
+        p++;
+    while (q > p && (q[-1] == ' ' || q[-1] == '\t'))
+        q--;
+    size_t n = (size_t)(q - p);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(path, p, n);
+    path[n] = '\0';
+    *start = a;
+    *end = b + 2;
+    return 1;
+}
+
+/* Check every placeholder of the template; fill @p err and return SN_EINVAL at the first
+ * problem. */
+static int wh_template_check(const json_t *t, sn_err_t *err)
+{
+    const char *key;
+    json_t *v;
+    size_t i;
+    if (json_is_object(t)) {
+        json_object_foreach((json_t *)t, key, v)
+        {
+            if (strstr(key, "{{") && strstr(key, "}}")) {
+                snprintf(err->msg, sizeof(err->msg),
+                         "template: placeholders are not allowed in object keys ('%.64s')", key);
+                return SN_EINVAL;
+            }
+            if (wh_template_check(v, err) != 0)
+                return SN_EINVAL;
+        }
+    } else if (json_is_array(t)) {
+        json_array_foreach(t, i, v) if (wh_template_check(v, err) != 0) return SN_EINVAL;
+    } else if (json_is_string(t)) {
+        const char *s = json_string_value(t), *a, *b;
+        char path[WH_PATH_MAX + 2];
+        while (wh_next_placeholder(s, &a, &b, path, sizeof(path))) {
+            if (!wh_path_known(path)) {
+                snprintf(err->msg, sizeof(err->msg), "template: unknown placeholder path '%.*s'",
+                         WH_PATH_MAX, path);
+                return SN_EINVAL;
+            }
+            s = b;
+        }
+    }
+    return 0;
+}
+
+/* What the placeholders of one notification refer to. */
+typedef struct wh_ctx {
+    const json_t *incident;
+    const char *event;
+    const char *sent_at;
+} wh_ctx_t;
+
+static const json_t *wh_top(const json_t *incident)
+{
+    const json_t *best = NULL;
+    size_t i;
+    json_t *h;
+    json_array_foreach(json_object_get(incident, "hypotheses"), i, h)
+    {
+        if (json_is_object(h) && (!best || wh_conf(h) > wh_conf(best)))
+            best = h;
+    }
+    return best;
+}
+
+/* The value at a known @p path, as a new reference, or NULL when the notification has none. */
+static json_t *wh_lookup(const wh_ctx_t *c, const char *path)
+{
+    char buf[WH_PATH_MAX + 2];
+    snprintf(buf, sizeof(buf), "%s", path);
+    char *save = NULL, *seg = strtok_r(buf, ".", &save);
+    if (!seg)
+        return NULL;
+    if (strcmp(seg, "event") == 0)
+        return json_string(c->event);
+    if (strcmp(seg, "sent_at") == 0)
+        return json_string(c->sent_at);
+    const json_t *cur = c->incident;
+    while (cur && (seg = strtok_r(NULL, ".", &save))) {
+        if (cur == c->incident && strcmp(seg, "top_hypothesis") == 0)
+            cur = wh_top(c->incident);
+        else if (json_is_object(cur))
+            cur = json_object_get(cur, seg);
+        else if (json_is_array(cur) && isdigit((unsigned char)seg[0]))
+            cur = json_array_get(cur, strtoul(seg, NULL, 10));
+        else
+            cur = NULL;
+    }
+    return cur ? json_incref((json_t *)cur) : NULL;
+}
+
+typedef struct wh_buf {
+    char *p;
+    size_t n, cap;
+    int oom;
+} wh_buf_t;
+
+static void wh_buf_add(wh_buf_t *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->n + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+}
+
+/* A value as text inside a longer string: strings as they are, absent or null as nothing,
+ * numbers and booleans as written in JSON, arrays and objects as compact JSON. */
+static void wh_buf_value(wh_buf_t *b, const json_t *v)
+{
+    char num[64];
+    if (!v || json_is_null(v))
+        return;
+    if (json_is_string(v)) {
+        wh_buf_add(b, json_string_value(v), json_string_length(v));
+    } else if (json_is_integer(v)) {
+        wh_buf_add(
+            b, num,
+            (size_t)snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v)));
+    } else if (json_is_real(v)) {
+        wh_buf_add(b, num, (size_t)snprintf(num, sizeof(num), "%.15g", json_real_value(v)));
+    } else {
+        char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+        if (!s) {
+            b->oom = 1;
+            return;
+        }
+        wh_buf_add(b, s, strlen(s));
+        free(s);
+    }
+}
+
+static json_t *wh_render_string(const json_t *t, const wh_ctx_t *c)
+{
+    const char *s = json_string_value(t), *a, *e;
+    char path[WH_PATH_MAX + 2];
+    if (!wh_next_placeholder(s, &a, &e, path, sizeof(path)))
+        return json_incref((json_t *)t);
+    if (a == s && *e == '\0') {
+        json_t *v = wh_lookup(c, path);
+        return v ? v : json_null();
+    }
+    wh_buf_t b = {0};
+    do {
+        wh_buf_add(&b, s, (size_t)(a - s));
+        json_t *v = wh_lookup(c, path);
+        wh_buf_value(&b, v);
+        json_decref(v);
+        s = e;
+    } while (wh_next_placeholder(s, &a, &e, path, sizeof(path)));
+    wh_buf_add(&b, s, strlen(s));
+    json_t *out = b.oom ? NULL : json_stringn(b.p ? b.p : "", b.n);
+    free(b.p);
+    return out;
+}
+
+/* A new tree: @p t with its placeholders filled in. NULL when out of memory. */
+static json_t *wh_render(const json_t *t, const wh_ctx_t *c)
+{
+    const char *key;
+    json_t *v, *out = NULL;
+    size_t i;
+    if (json_is_object(t)) {
+        out = json_object();
+        json_object_foreach((json_t *)t, key, v)
+        {
+            if (!out || json_object_set_new(out, key, wh_render(v, c)) != 0) {
+                json_decref(out);
+                return NULL;
+            }
+        }
+        return out;
+    }
+    if (json_is_array(t)) {
+        out = json_array();
+        json_array_foreach(t, i, v)
+        {
+            if (!out || json_array_append_new(out, wh_render(v, c)) != 0) {
+                json_decref(out);
+                return NULL;
+            }
+        }
+        return out;
+    }
+    if (json_is_string(t))
+        return wh_render_string(t, c);
+    return json_incref((json_t *)t);
+}
+
 /* Ownership: caller frees the returned string. */
 static char *wh_body(wh_t *w, const json_t *incident, const char *event)
 {
     char sent_at[40];
     wh_rfc3339(w->host->now_ms(w->host), sent_at, sizeof(sent_at));
+    if (w->tmpl) {
+        wh_ctx_t c = {.incident = incident, .event = event, .sent_at = sent_at};
+        json_t *body = wh_render(w->tmpl, &c);
+        char *s = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15))
+                       : NULL;
+        json_decref(body);
+        return s;
+    }
     json_t *doc =
         json_pack("{s:s,s:{s:o,s:o,s:o,s:o,s:o,s:o,s:o},s:s}", "event", event, "incident", "id",
                   wh_field(incident, "id"), "state", wh_field(incident, "state"), "severity",
@@ -445,11 +769,27 @@ static int wh_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
         snprintf(err->msg, sizeof(err->msg), "timeout must be positive");
         goto out;
     }
+    const char *tmpl = host->cfg_str(cfg, "template");
+    if (tmpl && tmpl[0]) {
+        json_error_t je;
+        w->tmpl = json_loads(tmpl, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+        if (!w->tmpl) {
+            snprintf(err->msg, sizeof(err->msg),
+                     "template is not valid JSON: %.120s (line %d, "
+                     "column %d)",
+                     je.text, je.line, je.column);
+            goto out;
+        }
+        if (wh_template_check(w->tmpl, err) != 0)
+            goto out;
+    }
     rc = 0;
     *self = w;
 out:
-    if (rc != 0)
+    if (rc != 0) {
+        json_decref(w->tmpl);
         free(w);
+    }
     return rc;
 }
 
@@ -499,6 +839,7 @@ static void wh_destroy(void *self)
         else
             wh_free(d);
     }
+    json_decref(w->tmpl);
     free(w);
 }
 
