@@ -11,7 +11,9 @@
  * (uniform in [0, min(10 min, notify_backoff x 2^attempts)]) up to notify_retries times, then it
  * is dead:
  * kept, listed by GET /v1/notifications?state=dead, counted in /metrics, logged. Pending entries
- * come back on start. Instances sharing a store send each entry once: the sender takes the
+ * come back on start. A notifier answering SN_EINVAL (the receiver refused the content) is not
+ * retried. Entries of one incident for one notifier go out in order. Instances sharing a store
+ * send each entry once: the sender takes the
  * entry's lease, reloads it and sends only if it is still open.
  *
  * Without a state store the outbox lives in memory only (still retried, lost on a crash).
@@ -175,10 +177,14 @@ static void delivered(void *arg, int status, json_t *result)
         m->state = OB_SENT;
         sn_metric(e->rt, SN_METRIC_COUNTER, "notifications_total", "Notifications delivered", NULL,
                   1);
-    } else if (m->attempts >= tries(e)) {
+    } else if (m->attempts >= tries(e) || status == SN_EINVAL) {
         m->state = OB_DEAD;
-        snprintf(m->error, sizeof(m->error), "gave up after %d attempts (last status %d)",
-                 m->attempts, status);
+        if (status == SN_EINVAL)
+            snprintf(m->error, sizeof(m->error),
+                     "refused by the receiver as invalid: not retried (attempt %d)", m->attempts);
+        else
+            snprintf(m->error, sizeof(m->error), "gave up after %d attempts (last status %d)",
+                     m->attempts, status);
         sn_log(SN_LOG_ERROR, "outbox", m->incident, m->rid,
                "notification '%s' through %s is dead: %s; see GET /v1/notifications?state=dead",
                m->event, m->notifier, m->error);
@@ -260,6 +266,18 @@ static void start(sn_outmsg_t *m)
     ops->state_lease(e->state->self, m->id, e->instance_id, SN_OUTBOX_LEASE_MS, leased, m);
 }
 
+/* An older entry of the same incident for the same notifier still waits or is on its way:
+ * events reach a receiver in the order they happened (a trigger never lands after its
+ * resolve). The list is newest first, so older entries follow @p m. */
+static int held_back(const sn_outmsg_t *m)
+{
+    for (const sn_outmsg_t *o = m->next; o; o = o->next)
+        if (o->state == OB_PENDING && strcmp(o->incident, m->incident) == 0 &&
+            strcmp(o->notifier, m->notifier) == 0)
+            return 1;
+    return 0;
+}
+
 /* The first save is in: send at once. */
 static void first_saved(void *arg, int status, json_t *result)
 {
@@ -267,7 +285,7 @@ static void first_saved(void *arg, int status, json_t *result)
     /* Only a pending entry goes on; saved() may free one that is not (sent or dead). */
     int go = m->state == OB_PENDING && status == 0;
     saved(m, status, result);
-    if (go && !m->busy)
+    if (go && !m->busy && !held_back(m))
         start(m);
 }
 
@@ -321,7 +339,7 @@ void sn_outbox_tick(sn_engine_t *e)
     int64_t now = sn_now_ms();
     for (sn_outmsg_t *m = e->outbox, *next; m; m = next) {
         next = m->next;
-        if (m->state == OB_PENDING && !m->busy && m->next_at <= now)
+        if (m->state == OB_PENDING && !m->busy && m->next_at <= now && !held_back(m))
             start(m);
     }
 }

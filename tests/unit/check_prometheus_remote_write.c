@@ -240,7 +240,7 @@ static void wr_many_labels(wr_t *w, int i, size_t n)
         ck_assert_int_lt(t->n_labels, MAXL);
         Prometheus__Label *l = &w->l[i][t->n_labels];
         prometheus__label__init(l);
-        snprintf(w->names[i][t->n_labels], sizeof(w->names[i][0]), "l%02zu", k);
+        snprintf(w->names[i][t->n_labels], sizeof(w->names[i][0]), "l%02u", (unsigned)(k % 100));
         l->name = w->names[i][t->n_labels];
         l->value = "v";
         w->lp[i][t->n_labels++] = l;

@@ -385,7 +385,10 @@ typedef struct sn_executor_ops {
                      void *arg);
 } sn_executor_ops_t;
 
-/** Notifiers: event is "opened", "approval_needed", "executing", "resolved", ... */
+/** Notifiers: event is "opened", "approval_needed", "executing", "resolved", ... done() gets 0
+ * when delivered, SN_EINVAL when the receiver refused the content (never deliverable as it is:
+ * the core's outbox does not retry it), any other negative code for a failure worth retrying
+ * later (the outbox retries with backoff across restarts). */
 typedef struct sn_notifier_ops {
     uint32_t struct_size;
     void (*notify)(void *self, const json_t *incident, const char *event, sn_done_fn done,
