@@ -612,6 +612,10 @@ static void route(reqctx_t *cp)
             memcpy(id, rest, (size_t)(slash - rest));
             h_silence_expire(&c, id);
         }
+    } else if (cmd == EVHTTP_REQ_GET && strcmp(path, "/v1/whoami") == 0) {
+        reply_json(&c, 200,
+                   json_pack("{s:s,s:s}", "name", c.actor ? c.actor : "anonymous", "role",
+                             sn_role_name(c.role)));
     } else if (cmd == EVHTTP_REQ_GET && strncmp(path, "/v1/series/", 11) == 0) {
         h_series(&c, path + 11, &q);
     } else if (cmd == EVHTTP_REQ_GET && strcmp(path, "/v1/notifications") == 0) {

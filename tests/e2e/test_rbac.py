@@ -22,6 +22,7 @@ try:
               ("POST", "/v1/events", '{"ts":1,"metric":"m","value":1}\n', {"ingest", "admin"}),
               ("GET", "/v1/notifications", None, {"viewer", "operator", "admin"}),
               ("GET", "/v1/silences", None, {"viewer", "operator", "admin"}),
+              ("GET", "/v1/whoami", None, {"viewer", "operator", "admin"}),
               ("GET", "/v1/series/0000000000000001?from=0&to=1", None,
                {"viewer", "operator", "admin"}),
               ("POST", "/v1/silences", '{"matchers":{"service":"x"},"duration_s":60}',
@@ -43,6 +44,9 @@ try:
                 check(st == 403, "%s %s as %s: 403 (%d)" % (method, path, role, st))
     st, _, _ = d.request("GET", "/v1/incidents", headers={"X-API-Key": KEYS["viewer"]}, key="")
     check(st == 200, "X-API-Key header accepted")
+    st, who = d.json("GET", "/v1/whoami", key=KEYS["operator"])
+    check(st == 200 and who == {"name": "operator-user", "role": "operator"},
+          "/v1/whoami names the key and its role: %s" % who)
     st, _, hdr = d.request("GET", "/health", headers={"X-Request-ID": "abc-123"}, key="")
     check(hdr.get("X-Request-ID") == "abc-123", "X-Request-ID echoed")
     st, _, hdr = d.request("GET", "/health", key="")
