@@ -45,6 +45,10 @@ typedef struct sn_incident {
     int escalated_signal;       /**< a stronger anomaly arrived after an action */
     void *step_ctx;             /**< the running step's context, for checkpoint callbacks */
     int saves_failed;
+    int lost;               /**< another instance took it over: this one stops */
+    int lease_busy;         /**< a lease call is in flight */
+    int64_t lease_until;    /**< monotonic ms the lease holds until (as far as we know) */
+    int64_t lease_renew_at; /**< monotonic ms of the next renewal */
 } sn_incident_t;
 
 /** Correlate's memory of one series: votes of the current window, recent anomaly times. */
@@ -107,6 +111,8 @@ struct sn_engine {
     int64_t reload_since;         /**< when it started waiting (monotonic ms) */
     struct retire *retiring;      /**< old models whose instances are still stopping */
     sn_cseries_map_t *cmap;       /**< correlate's per-series memory */
+    int lease_scanning;           /**< a scan for abandoned incidents is in flight */
+    int64_t lease_next_scan;      /**< monotonic ms */
     struct sn_outmsg *outbox;     /**< notifications waiting, being sent, or dead */
     struct sn_silence *silences;  /**< silences and maintenance windows */
     size_t noutbox;
@@ -180,6 +186,20 @@ int sn_silence_is(const char *state_id);
 void sn_silence_resume(sn_engine_t *e, const char *state_id);
 void sn_silences_free(sn_engine_t *e);
 
+/* lease.c */
+int sn_lease_enabled(sn_engine_t *e);
+/** Renew held leases; scan for abandoned incidents every lease_ttl. Thread: loop (tick). */
+void sn_lease_tick(sn_engine_t *e);
+/** Try to take @p id's lease; on success load and adopt it. */
+void sn_lease_take(sn_engine_t *e, const char *id);
+/** Take the lease of a newly saved incident at once (no window for another instance). */
+void sn_lease_claim(sn_incident_t *inc);
+/** Renew the lease before an irreversible step; @p then(inc, ok) (ok = 0 and inc->lost when
+ * another instance holds it). */
+void sn_lease_before_acting(sn_incident_t *inc, void (*then)(sn_incident_t *, int ok));
+/** Mark @p inc lost to another instance: it stops here. */
+void sn_lease_lost(sn_incident_t *inc, const char *why);
+
 /* cseries.c */
 /** The entry of @p key (created), or NULL at the bound / out of memory. */
 sn_cseries_t *sn_cseries_get(sn_engine_t *e, uint64_t key, int64_t ts);
@@ -194,6 +214,8 @@ void sn_workflow_run(sn_incident_t *inc);
 void sn_workflow_checkpoint(sn_incident_t *inc, void (*then)(sn_incident_t *), int retry);
 int sn_workflow_decide(sn_incident_t *inc, int approve, const char *actor, const char *reason);
 void sn_workflow_resume_all(sn_engine_t *e);
+/** Take over an incident from a state_load result; returns it (NULL when not taken). */
+sn_incident_t *sn_workflow_adopt(sn_engine_t *e, json_t *loaded);
 void sn_workflow_notify(sn_incident_t *inc, const char *event);
 /** Close an open incident in @p state (resolved, escalated, rejected, closed), notify, save. */
 void sn_workflow_close(sn_incident_t *inc, const char *state, const char *event, const char *why);

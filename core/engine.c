@@ -420,6 +420,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         sn_correlate_tick(e);
         sn_reload_tick(e);
         sn_outbox_tick(e);
+        sn_lease_tick(e);
     }
 }
 
@@ -636,7 +637,7 @@ json_t *sn_engine_incidents(sn_engine_t *e, const char *state)
 {
     json_t *arr = json_array();
     for (sn_incident_t *i = e->incidents; i; i = i->next) {
-        if (state && strcmp(state, sn_incident_state(i)) != 0)
+        if (i->lost || (state && strcmp(state, sn_incident_state(i)) != 0))
             continue;
         json_array_append_new(arr, sn_incident_summary(i));
     }
@@ -646,7 +647,7 @@ json_t *sn_engine_incidents(sn_engine_t *e, const char *state)
 json_t *sn_engine_incident(sn_engine_t *e, const char *id)
 {
     sn_incident_t *i = sn_incident_find(e, id);
-    return i ? json_deep_copy(i->doc) : NULL;
+    return i && !i->lost ? json_deep_copy(i->doc) : NULL;
 }
 
 int sn_engine_decide(sn_engine_t *e, const char *id, int approve, const char *actor,

@@ -124,13 +124,16 @@ void sn_incident_trim(sn_engine_t *e)
 {
     /* The list is newest first: drop closed incidents past the bound from the tail end. */
     size_t limit = (size_t)e->model->set.max_incidents;
-    if (e->nincidents <= limit)
+    int lost = 0;
+    for (sn_incident_t *i = e->incidents; i && !lost; i = i->next)
+        lost = i->lost;
+    if (e->nincidents <= limit && !lost)
         return;
     size_t seen = 0;
     for (sn_incident_t **pp = &e->incidents; *pp;) {
         sn_incident_t *inc = *pp;
         seen++;
-        if (seen > limit && !inc->open && !inc->busy) {
+        if ((seen > limit || inc->lost) && !inc->open && !inc->busy && !inc->lease_busy) {
             *pp = inc->next;
             incident_free(inc);
             e->nincidents--;

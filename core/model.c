@@ -22,6 +22,9 @@ const sn_param_t sn_core_params[] = {
     {"workers", SN_T_INT, "2", 0, "telemetry worker threads (series sharded by hash)"},
     {"max_body", SN_T_SIZE, "8m", 0, "largest accepted HTTP request body"},
     {"max_series", SN_T_INT, "1000000", 0, "active series cap across all workers"},
+    {"lease_ttl", SN_T_DURATION, "30", 0,
+     "instances sharing a state store own open incidents through leases this long (renewed "
+     "every third of it); a killed instance's incidents move to another after it; 0 = off"},
     {"notify_retries", SN_T_INT, "8", 0,
      "deliveries of one notification tried before it is dead (kept, listed, counted)"},
     {"notify_backoff", SN_T_DURATION, "5", 0,
@@ -164,6 +167,7 @@ static void settings_read(sn_model_t *m)
     s->series_eviction = sn_cfg_str(c, "series_eviction");
     s->telemetry = sn_cfg_str(c, "telemetry");
     s->notify_retries = sn_cfg_int(c, "notify_retries");
+    s->lease_ttl_ms = sn_cfg_int(c, "lease_ttl");
     s->notify_backoff_ms = sn_cfg_int(c, "notify_backoff");
     s->warmup_window_ms = sn_cfg_int(c, "warmup_window");
     s->warmup_points = sn_cfg_int(c, "warmup_points");
@@ -213,6 +217,8 @@ static void check_settings(sn_model_t *m, const sn_conf_section_t *sec, sn_diag_
         strcmp(s->log_level, "warn") && strcmp(s->log_level, "error"))
         sn_diag_add(d, file, SN_KEYLINE("log_level"),
                     "key 'log_level': '%s' is not debug, info, warn or error", s->log_level);
+    if (s->lease_ttl_ms != 0 && s->lease_ttl_ms < 1000)
+        sn_diag_add(d, file, SN_KEYLINE("lease_ttl"), "key 'lease_ttl': 0 or at least 1s");
     if (s->notify_retries < 1 || s->notify_retries > 100)
         sn_diag_add(d, file, SN_KEYLINE("notify_retries"), "key 'notify_retries': must be 1..100");
     if (s->notify_backoff_ms < 10)

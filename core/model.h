@@ -50,6 +50,7 @@ typedef struct sn_settings {
     const char *series_eviction; /**< "lru" or "refuse" */
     const char *telemetry;       /**< store instance keeping points and history, or NULL */
     int64_t notify_retries;
+    int64_t lease_ttl_ms;
     int64_t notify_backoff_ms;
     int64_t warmup_window_ms;
     int64_t warmup_points;

@@ -77,6 +77,8 @@ static void save_done(void *arg, int status, json_t *result)
     if (status == 0) {
         inc->version++;
         inc->saves_failed = 0;
+        if (inc->version == 1)
+            sn_lease_claim(inc); /* a new incident is ours from its first checkpoint */
         void (*then)(sn_incident_t *) = sc->then;
         free(sc);
         inc->busy = 0;
@@ -86,6 +88,13 @@ static void save_done(void *arg, int status, json_t *result)
     }
     sn_metric(e->rt, SN_METRIC_COUNTER, "checkpoint_failures_total",
               "Checkpoints the state store refused", NULL, 1);
+    if (status == SN_ECONFLICT) {
+        /* A newer checkpoint exists: another instance took the incident over. */
+        free(sc);
+        inc->busy = 0;
+        sn_lease_lost(inc, "newer checkpoint in the store");
+        return;
+    }
     if (sc->retry < SN_SAVE_RETRIES && !e->shutting_down) {
         sc->retry++;
         sn_log(SN_LOG_WARN, "workflow", inc->id, NULL, "checkpoint failed (%d), retry %d", status,
@@ -696,8 +705,28 @@ static void exec_step_saved(sn_incident_t *inc)
         exec_next(x);
 }
 
+static void execute_leased(sn_incident_t *inc, int ok);
+
+/* The intent is recorded; make sure this instance still owns the incident, then act. */
 static void intent_saved(sn_incident_t *inc)
 {
+    inc->busy = 1;
+    sn_lease_before_acting(inc, execute_leased);
+}
+
+static void execute_leased(sn_incident_t *inc, int ok)
+{
+    (void)ok; /* a store hiccup does not stop us; only a lease held elsewhere does */
+    if (inc->lost) {
+        exec_ctx_t *x = pending_exec(inc, NULL, 0);
+        pending_exec(inc, NULL, 1);
+        inc->busy = 0;
+        if (x) {
+            json_decref(x->list);
+            free(x);
+        }
+        return; /* the owner resumes from the intent and verifies instead of re-running */
+    }
     exec_ctx_t *x = pending_exec(inc, NULL, 0);
     if (!x)
         return;
@@ -1126,7 +1155,7 @@ static void remember(sn_incident_t *inc)
 
 void sn_workflow_run(sn_incident_t *inc)
 {
-    if (inc->node < 0 || !inc->open || inc->waiting)
+    if (inc->node < 0 || !inc->open || inc->waiting || inc->lost)
         return;
     if (json_is_true(json_object_get(inc->doc, "alerts_resolved"))) {
         /* Its alerts resolved at the source while a step was in flight. */
@@ -1190,16 +1219,21 @@ void sn_workflow_run(sn_incident_t *inc)
 
 static void resume_loaded(void *arg, int status, json_t *result)
 {
-    sn_engine_t *e = arg;
+    if (status == 0)
+        sn_workflow_adopt(arg, result);
+}
+
+sn_incident_t *sn_workflow_adopt(sn_engine_t *e, json_t *result)
+{
     json_t *doc = json_object_get(result, "doc");
-    if (status != 0 || !json_is_object(doc))
-        return;
+    if (!json_is_object(doc))
+        return NULL;
     const char *id = json_string_value(json_object_get(doc, "id"));
     if (!id || sn_incident_find(e, id))
-        return;
+        return NULL;
     sn_incident_t *inc = sn_incident_new(e, 0);
     if (!inc)
-        return;
+        return NULL;
     snprintf(inc->id, sizeof(inc->id), "%s", id);
     json_decref(inc->doc);
     inc->doc = json_deep_copy(doc);
@@ -1225,15 +1259,16 @@ static void resume_loaded(void *arg, int status, json_t *result)
         inc->first_ts = 0;
     sn_incident_event(inc, cursor ? cursor : "", "resumed", "restart: continuing at %s",
                       cursor ? cursor : "(none)");
-    sn_metric(e->rt, SN_METRIC_COUNTER, "incidents_resumed_total", "Incidents resumed at start",
-              NULL, 1);
+    sn_metric(e->rt, SN_METRIC_COUNTER, "incidents_resumed_total",
+              "Incidents resumed at start or taken over from another instance", NULL, 1);
     if (!inc->open || inc->node < 0)
-        return;
+        return inc;
     if (state && strcmp(state, "awaiting_approval") == 0) {
         inc->waiting = 1;
-        return;
+        return inc;
     }
     sn_workflow_run(inc);
+    return inc;
 }
 
 static void resume_listed(void *arg, int status, json_t *result)
@@ -1253,6 +1288,8 @@ static void resume_listed(void *arg, int status, json_t *result)
             sn_outbox_resume(e, sid);
         else if (sn_silence_is(sid))
             sn_silence_resume(e, sid);
+        else if (sn_lease_enabled(e))
+            sn_lease_take(e, sid); /* another instance may own it */
         else
             ops->state_load(e->state->self, sid, resume_loaded, e);
     }

@@ -83,6 +83,8 @@ typedef struct lk {
     int64_t hysteresis;
     int direction;
     double season_tau; /* slot time over which the profile averages, ms */
+    int young;
+    int regime;
 } lk_t;
 
 /* One side of one feature: level u and exponential scale sigma of the excesses. */
@@ -232,6 +234,8 @@ static int lk_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
     k->stride = (int)stride;
     k->delay = (int)(delay / stride);
     k->season_tau = (double)days * (double)LK_HOUR_MS;
+    k->young = getenv("LK_YOUNG") ? atoi(getenv("LK_YOUNG")) : 0;
+    k->regime = getenv("LK_REGIME") ? atoi(getenv("LK_REGIME")) : 0;
     *self = k;
     k = NULL;
     rc = 0;
@@ -243,6 +247,22 @@ out:
 static void lk_destroy(void *self)
 {
     free(self);
+}
+
+/* Blocks a feature needs before it is judged. */
+static size_t lk_need(const lk_t *k)
+{
+    return k->young ? LK_MIN_BLOCKS : (size_t)(LK_MIN_BLOCKS + k->delay);
+}
+
+/* Reference length for @p count blocks. */
+static size_t lk_ref_len(const lk_t *k, size_t count)
+{
+    if (count < lk_need(k))
+        return 0;
+    if (k->young)
+        return count > (size_t)k->delay + LK_MIN_BLOCKS ? count - (size_t)k->delay : LK_MIN_BLOCKS;
+    return count - (size_t)k->delay;
 }
 
 /* k-th smallest of a[0..n-1], Hoare quickselect. */
@@ -280,7 +300,7 @@ static double lk_select(double *a, long n, long k)
 static size_t lk_reference(const lk_t *k, const lk_state_t *s, const float *ring, size_t count,
                            double sign, double *out)
 {
-    size_t n = count > (size_t)k->delay ? count - (size_t)k->delay : 0;
+    size_t n = lk_ref_len(k, count);
     size_t h = (size_t)k->history;
     size_t oldest = (s->hhead + h - count) % h;
     for (size_t i = 0; i < n; i++)
@@ -308,7 +328,7 @@ static void lk_fit(const lk_t *k, lk_state_t *s)
 {
     double buf[LK_HIST_MAX];
     for (int j = 0; j < k->nfeat; j++) {
-        if (s->fcount[j] < LK_MIN_BLOCKS + k->delay)
+        if (s->fcount[j] < lk_need(k))
             continue;
         size_t n = lk_reference(k, s, s->hmax[j], s->fcount[j], 1, buf);
         lk_fit_tail(k, buf, n, &s->up[j]);
@@ -390,7 +410,7 @@ static void lk_remember(const lk_t *k, lk_state_t *s, const double *f, const int
         /* A feature's reference is its newest run of valid blocks. */
         if (!s->bvalid[j])
             s->fcount[j] = 0;
-        else if (s->fcount[j] < k->history && ++s->fcount[j] == LK_MIN_BLOCKS + k->delay)
+        else if (s->fcount[j] < k->history && ++s->fcount[j] == lk_need(k))
             s->fitted = 0; /* the feature is judged from now on: fit it before that */
     }
     s->in_block = 0;
@@ -447,7 +467,7 @@ static void lk_step(const lk_t *k, lk_state_t *s, int64_t ts, double x, sn_verdi
         if (!s->fitted || s->since_fit >= LK_REFIT)
             lk_fit(k, s);
         for (int j = 0; j < k->nfeat; j++) {
-            if (!valid[j] || s->fcount[j] < LK_MIN_BLOCKS + k->delay)
+            if (!valid[j] || s->fcount[j] < lk_need(k))
                 continue;
             if (k->direction != LK_DOWN) {
                 double lj = lk_tail_l(k, &s->up[j], f[j]);
