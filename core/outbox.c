@@ -377,7 +377,12 @@ static void resumed(void *arg, int status, json_t *result)
     snprintf(m->rid, sizeof(m->rid), "%s", str_of(doc, "request_id"));
     snprintf(m->error, sizeof(m->error), "%s", str_of(doc, "error"));
     m->attempts = (int)json_integer_value(json_object_get(doc, "attempts"));
+    /* A restart is a good moment to try again (the receiver may be back too): at most one
+     * base backoff from now, whatever the stored schedule says; the attempt count stays. */
+    int64_t soon = sn_now_ms() + e->model->set.notify_backoff_ms;
     m->next_at = json_integer_value(json_object_get(doc, "next_at_ms"));
+    if (m->next_at > soon)
+        m->next_at = soon;
     m->created = sn_now_ms();
     m->version = json_integer_value(json_object_get(result, "version"));
     m->doc = json_incref(json_object_get(doc, "doc"));

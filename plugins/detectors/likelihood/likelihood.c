@@ -84,12 +84,14 @@ typedef struct lk {
     int direction;
     double season_tau; /* slot time over which the profile averages, ms */
     int young;
+    double xi_max;
+    int bf;
     int regime;
 } lk_t;
 
 /* One side of one feature: level u and exponential scale sigma of the excesses. */
 typedef struct lk_tail {
-    double u, sigma;
+    double u, sigma, xi;
 } lk_tail_t;
 
 /* Per-series state: all-zero bytes are a valid "never seen" state. */
@@ -104,11 +106,15 @@ typedef struct lk_state {
     uint8_t in_episode, fitted;
     uint16_t fcount[LK_FEAT_MAX]; /* reference blocks per feature (newest, contiguous) */
     uint8_t bvalid[LK_FEAT_MAX];  /* the feature was valid for the whole current block */
+    uint8_t ok[LK_FEAT_MAX];
     double bmax[LK_FEAT_MAX], bmin[LK_FEAT_MAX];
     lk_tail_t up[LK_FEAT_MAX], down[LK_FEAT_MAX];
     double prof[LK_SLOTS];
     uint32_t slot_n[LK_SLOTS];
     double vals[LK_VALS];
+    uint32_t ep_age, ep_hits, ep_blocks;
+    uint8_t cur_flag, rebased;
+    uint8_t bflag[LK_HIST_MAX];
     float hmax[LK_FEAT_MAX][LK_HIST_MAX];
     float hmin[LK_FEAT_MAX][LK_HIST_MAX];
 } lk_state_t;
@@ -234,6 +240,8 @@ static int lk_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
     k->stride = (int)stride;
     k->delay = (int)(delay / stride);
     k->season_tau = (double)days * (double)LK_HOUR_MS;
+    k->xi_max = getenv("LK_XI") ? atof(getenv("LK_XI")) : 0;
+    k->bf = getenv("LK_BF") ? atoi(getenv("LK_BF")) : 0;
     k->young = getenv("LK_YOUNG") ? atoi(getenv("LK_YOUNG")) : 0;
     k->regime = getenv("LK_REGIME") ? atoi(getenv("LK_REGIME")) : 0;
     *self = k;
@@ -250,17 +258,22 @@ static void lk_destroy(void *self)
 }
 
 /* Blocks a feature needs before it is judged. */
-static size_t lk_need(const lk_t *k)
+static int lk_is_young(const lk_t *k, const lk_state_t *s)
 {
-    return k->young ? LK_MIN_BLOCKS : (size_t)(LK_MIN_BLOCKS + k->delay);
+    return k->young == 1 || (k->young == 2 && s->rebased);
+}
+
+static size_t lk_need(const lk_t *k, const lk_state_t *s)
+{
+    return lk_is_young(k, s) ? LK_MIN_BLOCKS : (size_t)(LK_MIN_BLOCKS + k->delay);
 }
 
 /* Reference length for @p count blocks. */
-static size_t lk_ref_len(const lk_t *k, size_t count)
+static size_t lk_ref_len(const lk_t *k, const lk_state_t *s, size_t count)
 {
-    if (count < lk_need(k))
+    if (count < lk_need(k, s))
         return 0;
-    if (k->young)
+    if (lk_is_young(k, s))
         return count > (size_t)k->delay + LK_MIN_BLOCKS ? count - (size_t)k->delay : LK_MIN_BLOCKS;
     return count - (size_t)k->delay;
 }
@@ -300,37 +313,61 @@ static double lk_select(double *a, long n, long k)
 static size_t lk_reference(const lk_t *k, const lk_state_t *s, const float *ring, size_t count,
                            double sign, double *out)
 {
-    size_t n = lk_ref_len(k, count);
+    size_t n = lk_ref_len(k, s, count);
     size_t h = (size_t)k->history;
     size_t oldest = (s->hhead + h - count) % h;
-    for (size_t i = 0; i < n; i++)
-        out[i] = sign * (double)ring[(oldest + i) % h];
-    return n;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t b = (oldest + i) % h;
+        if (k->bf && s->bflag[b])
+            continue;
+        out[m++] = sign * (double)ring[b];
+    }
+    return m;
 }
 
 /* Upper tail of a[0..n-1] (reordered): the quantile level and the mean excess over it. */
 static void lk_fit_tail(const lk_t *k, double *a, size_t n, lk_tail_t *t)
 {
     double u = lk_select(a, (long)n, (long)floor(k->q * (double)(n - 1)));
-    double sum = 0;
+    double sum = 0, sum2 = 0;
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         if (a[i] > u) {
             sum += a[i] - u;
+            sum2 += (a[i] - u) * (a[i] - u);
             m++;
         }
     }
     t->u = u;
     t->sigma = m ? sum / (double)m : 0;
+    t->xi = 0;
+    if (k->xi_max > 0 && m >= 5) {
+        double mean = sum / (double)m;
+        double var = sum2 / (double)m - mean * mean;
+        if (var > 0) {
+            double xi = 0.5 * (1 - mean * mean / var);
+            if (xi < 0)
+                xi = 0;
+            if (xi > k->xi_max)
+                xi = k->xi_max;
+            t->xi = xi;
+            t->sigma = mean * (1 - xi);
+        }
+    }
 }
 
 static void lk_fit(const lk_t *k, lk_state_t *s)
 {
     double buf[LK_HIST_MAX];
     for (int j = 0; j < k->nfeat; j++) {
-        if (s->fcount[j] < lk_need(k))
+        s->ok[j] = 0;
+        if (s->fcount[j] < lk_need(k, s))
             continue;
         size_t n = lk_reference(k, s, s->hmax[j], s->fcount[j], 1, buf);
+        if (n < LK_MIN_BLOCKS)
+            continue;
+        s->ok[j] = 1;
         lk_fit_tail(k, buf, n, &s->up[j]);
         n = lk_reference(k, s, s->hmin[j], s->fcount[j], -1, buf);
         lk_fit_tail(k, buf, n, &s->down[j]);
@@ -353,7 +390,9 @@ static double lk_tail_l(const lk_t *k, const lk_tail_t *t, double f)
 {
     if (!(f > t->u))
         return 0;
-    double l = -log10(1 - k->q) + (f - t->u) / (t->sigma * log(10.0));
+    double z = (f - t->u) / t->sigma;
+    double l = -log10(1 - k->q) +
+               (t->xi > 0 ? log10(1 + t->xi * z) / t->xi : z / log(10.0));
     return l < LK_L_CAP ? l : LK_L_CAP;
 }
 
@@ -393,8 +432,11 @@ static int lk_season(const lk_t *k, lk_state_t *s, int64_t ts, int64_t dt, doubl
 }
 
 /* Fold the features of one point into the current block; push the block when it is full. */
-static void lk_remember(const lk_t *k, lk_state_t *s, const double *f, const int *valid)
+static void lk_remember(const lk_t *k, lk_state_t *s, const double *f, const int *valid,
+                        int flagged)
 {
+    if (s->in_block == 0 || flagged)
+        s->cur_flag = (uint8_t)flagged;
     for (int j = 0; j < k->nfeat; j++) {
         if (s->in_block == 0 || f[j] > s->bmax[j])
             s->bmax[j] = f[j];
@@ -404,20 +446,45 @@ static void lk_remember(const lk_t *k, lk_state_t *s, const double *f, const int
     }
     if (++s->in_block < (uint32_t)k->stride)
         return;
+    s->bflag[s->hhead] = 0;
+    if (s->cur_flag) {
+        s->bflag[s->hhead] = (uint8_t)(s->ep_blocks % LK_KEEP != 0);
+        s->ep_blocks++;
+    }
     for (int j = 0; j < k->nfeat; j++) {
         s->hmax[j][s->hhead] = (float)s->bmax[j];
         s->hmin[j][s->hhead] = (float)s->bmin[j];
         /* A feature's reference is its newest run of valid blocks. */
         if (!s->bvalid[j])
             s->fcount[j] = 0;
-        else if (s->fcount[j] < k->history && ++s->fcount[j] == lk_need(k))
-            s->fitted = 0; /* the feature is judged from now on: fit it before that */
+        else if (s->fcount[j] < k->history)
+            ++s->fcount[j];
+        if (!s->ok[j] && s->fcount[j] >= lk_need(k, s))
+            s->fitted = 0; /* the feature may be judged from now on: fit it before that */
     }
     s->in_block = 0;
     s->hhead = (uint16_t)((s->hhead + 1) % k->history);
     if (s->hcount < k->history)
         s->hcount++;
     s->since_fit = (uint16_t)(s->since_fit + (k->stride < LK_REFIT ? k->stride : LK_REFIT));
+}
+
+/* A persistent deviation is a new regime: the reference restarts from the episode's blocks. */
+static void lk_rebase(const lk_t *k, lk_state_t *s)
+{
+    size_t h = (size_t)k->history;
+    uint32_t keep = s->ep_blocks;
+    if (getenv("LK_DEBUG"))
+        fprintf(stderr, "rebase n=%llu blocks=%u\n", (unsigned long long)s->n - 1, keep);
+    for (uint32_t i = 1; i <= keep && i <= h; i++)
+        s->bflag[(s->hhead + h - i) % h] = 0;
+    for (int j = 0; j < k->nfeat; j++)
+        if (s->fcount[j] > keep)
+            s->fcount[j] = (uint16_t)keep;
+    s->in_episode = 0;
+    s->normal_run = 0;
+    s->rebased = 1;
+    s->fitted = 0;
 }
 
 /* One point: judge against the state as it was, then learn from it. @p out may be NULL. */
@@ -462,20 +529,24 @@ static void lk_step(const lk_t *k, lk_state_t *s, int64_t ts, double x, sn_verdi
     for (int j = 0; j < k->nfeat; j++)
         f[j] = (double)(float)f[j];
     double l = 0;
-    int tests = 0;
+    int tests = 0, dbg_j = 0, dbg_side = 0;
     if (s->n > (uint64_t)k->min_history) {
         if (!s->fitted || s->since_fit >= LK_REFIT)
             lk_fit(k, s);
         for (int j = 0; j < k->nfeat; j++) {
-            if (!valid[j] || s->fcount[j] < lk_need(k))
+            if (!valid[j] || !s->ok[j])
                 continue;
             if (k->direction != LK_DOWN) {
                 double lj = lk_tail_l(k, &s->up[j], f[j]);
+                if (lj > l)
+                    dbg_j = j, dbg_side = 1;
                 l = lj > l ? lj : l;
                 tests++;
             }
             if (k->direction != LK_UP) {
                 double lj = lk_tail_l(k, &s->down[j], -f[j]);
+                if (lj > l)
+                    dbg_j = j, dbg_side = -1;
                 l = lj > l ? lj : l;
                 tests++;
             }
@@ -485,6 +556,11 @@ static void lk_step(const lk_t *k, lk_state_t *s, int64_t ts, double x, sn_verdi
             l = 0;
     }
     int hit = tests > 0 && l >= k->threshold;
+    if (hit && !s->in_episode && getenv("LK_DEBUG")) {
+        const lk_tail_t *t = dbg_side > 0 ? &s->up[dbg_j] : &s->down[dbg_j];
+        fprintf(stderr, "onset n=%llu feat=%d side=%d f=%g u=%g sigma=%g xi=%g L=%.2f\n",
+                (unsigned long long)s->n - 1, dbg_j, dbg_side, f[dbg_j], t->u, t->sigma, t->xi, l);
+    }
 
     if (out) {
         out->expected = expected;
@@ -495,16 +571,37 @@ static void lk_step(const lk_t *k, lk_state_t *s, int64_t ts, double x, sn_verdi
         }
     }
     if (hit) {
-        if (!s->in_episode && out)
-            out->anomalous = 1;
+        if (!s->in_episode) {
+            if (out)
+                out->anomalous = 1;
+            s->ep_age = 0;
+            s->ep_hits = 0;
+            s->ep_blocks = 0;
+        }
         s->in_episode = 1;
         s->normal_run = 0;
     } else if (s->in_episode && ++s->normal_run >= (uint64_t)k->hysteresis) {
         s->in_episode = 0;
         s->normal_run = 0;
     }
-    if (!s->in_episode || ++s->withheld % LK_KEEP == 0)
-        lk_remember(k, s, f, valid);
+    if (s->in_episode) {
+        s->ep_age++;
+        s->ep_hits += (uint32_t)hit;
+    }
+    if (k->bf) {
+        lk_remember(k, s, f, valid, s->in_episode);
+        if (k->regime > 0 && s->in_episode && s->ep_age >= (uint32_t)k->regime &&
+            2 * s->ep_hits >= s->ep_age)
+            lk_rebase(k, s);
+    } else {
+        if (!s->in_episode || ++s->withheld % LK_KEEP == 0)
+            lk_remember(k, s, f, valid, 0);
+        if (k->regime > 0 && s->in_episode && s->ep_age >= (uint32_t)k->regime &&
+            2 * s->ep_hits >= s->ep_age) {
+            s->ep_blocks = 0;
+            lk_rebase(k, s);
+        }
+    }
     s->mean += LK_MEAN_ALPHA * (x - s->mean);
 }
 
