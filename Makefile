@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps build test demo bench nab install clean asan format
+.PHONY: all deps build test demo bench nab package install clean asan format
 
 all: build
 
@@ -32,6 +32,12 @@ bench: build
 
 nab: build
 	scripts/nab.sh $(BUILD)
+
+# DEB and RPM packages into dist/ (a build of its own with the /usr prefix).
+package: deps
+	cmake -S . -B build-pkg -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr
+	cmake --build build-pkg -j $(JOBS)
+	rm -rf dist && cd build-pkg && cpack
 
 install: build
 	cmake --install $(BUILD) $(if $(DESTDIR),,)

@@ -65,6 +65,10 @@ static void print_params(const sn_param_t *p, FILE *out)
 static int describe(const char *what, const char *plugin_dir)
 {
     char kind_s[32];
+    if (strcmp(what, "reference") == 0)
+        return sn_reference_man(stdout, plugin_dir ? plugin_dir : sn_model_default_plugin_dir())
+                   ? 1
+                   : 0;
     if (strcmp(what, "sentinel") == 0) {
         printf("[sentinel] keys:\n");
         print_params(sn_core_params, stdout);

@@ -239,6 +239,8 @@ bool sn_ct_equal(const char *a, const char *b);
 void sn_uuid7(char out[37]);
 /** Canonical JSON: sorted keys, compact. Ownership: caller frees. */
 char *sn_json_canonical(const json_t *j);
+/** Write the troff parameter reference of sentinel.conf(5) for every plugin in @p plugin_dir. */
+int sn_reference_man(FILE *out, const char *plugin_dir);
 /** The per-series state a detector instance needs: state_size_of() when the plugin offers it
  * (ABI 1.1), else its state_size. */
 size_t sn_detector_state_size(const sn_detector_ops_t *ops, const void *self);
