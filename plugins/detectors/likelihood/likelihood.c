@@ -51,7 +51,7 @@
 #include <string.h>
 
 #define LK_SCALES_MAX 3 /* level scales per instance */
-#define LK_FEAT_MAX (LK_SCALES_MAX + 1)
+#define LK_FEAT_MAX (LK_SCALES_MAX + 2)
 #define LK_VALS 128               /* longest scale in points: fixes the value ring */
 #define LK_HIST_MAX 1024          /* upper bound of history: fixes the state size */
 #define LK_MIN_BLOCKS 20          /* reference blocks a feature needs before it is judged */
@@ -74,6 +74,9 @@ typedef struct lk {
     int scale[LK_SCALES_MAX];
     int nfeat;
     int season; /* feature index of the daily residual, or -1 */
+    int spread; /* feature index of the spread, or -1 */
+    int spread_k;
+    int spread_side;
     int history;
     int stride;
     int delay; /* blocks */
@@ -86,6 +89,7 @@ typedef struct lk {
     int young;
     double xi_max;
     int bf;
+    int keep;
     int regime;
 } lk_t;
 
@@ -186,6 +190,11 @@ static int lk_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
     }
     k->nfeat = k->nscales;
     k->season = -1;
+    k->spread = -1;
+    k->spread_k = getenv("LK_SPREAD") ? atoi(getenv("LK_SPREAD")) : 0;
+    k->spread_side = getenv("LK_SPSIDE") ? atoi(getenv("LK_SPSIDE")) : 0;
+    if (k->spread_k > 0)
+        k->spread = k->nfeat++;
     if (season && strcmp(season, "day") == 0) {
         k->season = k->nfeat++;
     } else if (season && strcmp(season, "none") != 0) {
@@ -241,6 +250,7 @@ static int lk_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
     k->delay = (int)(delay / stride);
     k->season_tau = (double)days * (double)LK_HOUR_MS;
     k->xi_max = getenv("LK_XI") ? atof(getenv("LK_XI")) : 0;
+    k->keep = getenv("LK_KEEPN") ? atoi(getenv("LK_KEEPN")) : LK_KEEP;
     k->bf = getenv("LK_BF") ? atoi(getenv("LK_BF")) : 0;
     k->young = getenv("LK_YOUNG") ? atoi(getenv("LK_YOUNG")) : 0;
     k->regime = getenv("LK_REGIME") ? atoi(getenv("LK_REGIME")) : 0;
@@ -519,6 +529,14 @@ static void lk_step(const lk_t *k, lk_state_t *s, int64_t ts, double x, sn_verdi
         f[j] = sum / len;
         valid[j] = 1;
     }
+    if (k->spread >= 0) {
+        int len = k->spread_k < s->vcount - 1 ? k->spread_k : s->vcount - 1;
+        double sum = 0;
+        for (int i = 1; i <= len; i++)
+            sum += fabs(lk_recent(s, i) - lk_recent(s, i + 1));
+        f[k->spread] = len > 0 ? sum / len : 0;
+        valid[k->spread] = len > 0;
+    }
     if (k->season >= 0) {
         valid[k->season] = lk_season(k, s, ts, dt, x, s->in_episode, &f[k->season]);
         if (valid[k->season])
@@ -536,14 +554,14 @@ static void lk_step(const lk_t *k, lk_state_t *s, int64_t ts, double x, sn_verdi
         for (int j = 0; j < k->nfeat; j++) {
             if (!valid[j] || !s->ok[j])
                 continue;
-            if (k->direction != LK_DOWN) {
+            if (k->direction != LK_DOWN && !(j == k->spread && k->spread_side < 0)) {
                 double lj = lk_tail_l(k, &s->up[j], f[j]);
                 if (lj > l)
                     dbg_j = j, dbg_side = 1;
                 l = lj > l ? lj : l;
                 tests++;
             }
-            if (k->direction != LK_UP) {
+            if (k->direction != LK_UP && !(j == k->spread && k->spread_side > 0)) {
                 double lj = lk_tail_l(k, &s->down[j], -f[j]);
                 if (lj > l)
                     dbg_j = j, dbg_side = -1;
@@ -594,7 +612,7 @@ static void lk_step(const lk_t *k, lk_state_t *s, int64_t ts, double x, sn_verdi
             2 * s->ep_hits >= s->ep_age)
             lk_rebase(k, s);
     } else {
-        if (!s->in_episode || ++s->withheld % LK_KEEP == 0)
+        if (!s->in_episode || ++s->withheld % (uint32_t)k->keep == 0)
             lk_remember(k, s, f, valid, 0);
         if (k->regime > 0 && s->in_episode && s->ep_age >= (uint32_t)k->regime &&
             2 * s->ep_hits >= s->ep_age) {
