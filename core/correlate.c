@@ -342,18 +342,60 @@ static void dedup_embedded(void *arg, int status, json_t *result)
                        c->e->model->set.dedup_similarity, dedup_searched, c);
 }
 
-/* What the incident is about, as text for the embedder: title, services, metrics. */
-static char *describe(const sn_incident_t *inc)
+/* Append @p s to the growing text, metric-like names split into words ("disk_full" ->
+ * "disk full") so an embedding model reads them as language, not as one opaque token. */
+static void add_words(json_t *parts, const char *s)
 {
-    json_t *metrics = json_object();
+    if (!s || !*s)
+        return;
+    char buf[512];
+    size_t n = 0;
+    for (; *s && n + 1 < sizeof(buf); s++)
+        buf[n++] = (*s == '_' || *s == '.' || *s == ':') ? ' ' : *s;
+    buf[n] = '\0';
+    json_array_append_new(parts, json_string(buf));
+}
+
+/* What the incident is about, as plain text for the embedder: one "<metric words> on
+ * <services>" per metric, then the alerts' summaries and descriptions. Plain words, no JSON
+ * keys: a template shared by every incident would dominate the embedding. */
+char *sn_correlate_describe(const sn_incident_t *inc)
+{
+    json_t *seen = json_object(), *parts = json_array();
     size_t i;
     json_t *a;
     json_array_foreach(json_object_get(inc->doc, "anomalies"), i, a)
-        json_object_set_new(metrics, json_string_value(json_object_get(a, "metric")), json_true());
-    json_t *parts =
-        json_pack("{s:O,s:O,s:o}", "title", json_object_get(inc->doc, "title"), "services",
-                  json_object_get(inc->doc, "services"), "metrics", metrics);
-    char *text = sn_json_canonical(parts);
+    {
+        const char *metric = json_string_value(json_object_get(a, "metric"));
+        const char *svc =
+            json_string_value(json_object_get(json_object_get(a, "labels"), "service"));
+        char key[600];
+        snprintf(key, sizeof(key), "%s|%s", metric ? metric : "", svc ? svc : "");
+        if (json_object_get(seen, key))
+            continue;
+        json_object_set_new(seen, key, json_true());
+        char line[600];
+        snprintf(line, sizeof(line), "%s on %s", metric ? metric : "anomaly",
+                 svc ? svc : "unknown service");
+        add_words(parts, line);
+        json_t *ann = json_object_get(a, "annotations");
+        add_words(parts, json_string_value(json_object_get(ann, "summary")));
+        add_words(parts, json_string_value(json_object_get(ann, "description")));
+    }
+    json_decref(seen);
+    size_t len = 0;
+    json_t *p;
+    json_array_foreach(parts, i, p) len += json_string_length(p) + 2;
+    char *text = malloc(len + 1);
+    if (text) {
+        text[0] = '\0';
+        size_t at = 0;
+        json_array_foreach(parts, i, p)
+        {
+            at += (size_t)snprintf(text + at, len + 1 - at, "%s%s", at ? ". " : "",
+                                   json_string_value(p));
+        }
+    }
     json_decref(parts);
     return text;
 }
@@ -367,7 +409,7 @@ static int dedup_by_similarity(sn_engine_t *e, sn_incident_t *inc)
     if (!(sops->caps & SN_STORE_VECTOR))
         return 0;
     dedup_ctx_t *c = calloc(1, sizeof(*c));
-    char *text = describe(inc);
+    char *text = sn_correlate_describe(inc);
     if (!c || !text) {
         free(c);
         free(text);

@@ -139,6 +139,8 @@ void sn_correlate_change(sn_engine_t *e, json_t *change);
 void sn_correlate_alert(sn_engine_t *e, json_t *alert);
 /** Refresh the incident's candidate causes from the recent change events. */
 void sn_correlate_attach_changes(sn_engine_t *e, sn_incident_t *inc);
+/** Plain text of what the incident is about, for embeddings. Ownership: caller frees. */
+char *sn_correlate_describe(const sn_incident_t *inc);
 
 /* history.c */
 typedef struct sn_hwrite sn_hwrite_t;

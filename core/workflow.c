@@ -478,6 +478,18 @@ static void analyzed(void *arg, int status, json_t *result)
         return;
     }
     merge_hypotheses(inc, sc->lv->in->name, json_object_get(result, "hypotheses"));
+    /* An analyzer may tell what it did (tool calls, fallbacks): at most 32 notes. */
+    size_t k;
+    json_t *t;
+    json_array_foreach(json_object_get(result, "timeline"), k, t)
+    {
+        const char *ev = json_string_value(json_object_get(t, "event"));
+        const char *det = json_string_value(json_object_get(t, "detail"));
+        if (k >= 32)
+            break;
+        if (ev && det)
+            sn_incident_event(inc, node_name(inc, sc->node), ev, "%.300s", det);
+    }
     json_t *top = json_array_get(json_object_get(inc->doc, "hypotheses"), 0);
     if (top)
         sn_incident_event(inc, node_name(inc, sc->node), "analyzed",
@@ -1149,8 +1161,10 @@ static void remember(sn_incident_t *inc)
                   json_object_get(inc->doc, "services"), "plan", json_object_get(inc->doc, "plan"),
                   "fingerprint", json_object_get(inc->doc, "fingerprint"));
     const sn_embedder_ops_t *eops = e->embedder->in->mod->plugin->ops;
-    const char *title = json_string_value(json_object_get(inc->doc, "title"));
-    eops->embed(e->embedder->self, title ? title : "", mem_embedded, m);
+    /* The same text correlate embeds, so remembered and open incidents compare. */
+    char *text = sn_correlate_describe(inc);
+    eops->embed(e->embedder->self, text ? text : "", mem_embedded, m);
+    free(text);
 }
 
 void sn_workflow_run(sn_incident_t *inc)
