@@ -8,7 +8,7 @@ pkgs=(build-essential cmake pkg-config libevent-dev libltdl-dev libcurl4-openssl
       libprotobuf-c-dev protobuf-c-compiler libsnappy-dev zlib1g-dev prometheus
       prometheus-alertmanager chromium chromium-driver
       postgresql libpq-dev librdkafka-dev kcat clickhouse-server
-      rpm lintian rpmlint debootstrap systemd nodejs npm)
+      rpm lintian rpmlint debootstrap systemd libyaml-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
