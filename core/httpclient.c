@@ -474,6 +474,30 @@ static const char *setup(sn_hreq_t *q, const sn_http_request_t *req, const char 
     curl_easy_setopt(e, CURLOPT_HEADERDATA, q);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, q);
+    if (REQ_HAS(req, insecure_skip_verify)) {
+        if (req->ca_pem) {
+            struct curl_blob b = {(void *)req->ca_pem, strlen(req->ca_pem), CURL_BLOB_COPY};
+            curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &b);
+        } else if (req->ca_file) {
+            curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+        }
+        if (req->client_cert_pem) {
+            struct curl_blob b = {(void *)req->client_cert_pem, strlen(req->client_cert_pem),
+                                  CURL_BLOB_COPY};
+            curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &b);
+            curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+        }
+        if (req->client_key_pem) {
+            struct curl_blob b = {(void *)req->client_key_pem, strlen(req->client_key_pem),
+                                  CURL_BLOB_COPY};
+            curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &b);
+            curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+        }
+        if (req->insecure_skip_verify) {
+            curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+            curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+        }
+    }
     if (is_method(method, "GET")) {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     } else if (is_method(method, "HEAD")) {

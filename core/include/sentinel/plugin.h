@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define SN_ABI_MAJOR 1 /**< a different major is refused at load */
-#define SN_ABI_MINOR 1 /**< append-only growth within a major */
+#define SN_ABI_MINOR 2 /**< append-only growth within a major */
 
 #if defined(__GNUC__)
 #define SN_EXPORT __attribute__((visibility("default")))
@@ -169,7 +169,18 @@ typedef struct sn_http_request {
     size_t body_len;
     long timeout_ms;     /**< whole-transfer deadline; 0 = host default */
     size_t max_response; /**< response body limit in bytes; 0 = host default */
+
+    /* ---- ABI 1.2: TLS settings (https only; NULL/0 = the system defaults) ---- */
+    const char *ca_file;         /**< PEM bundle that verifies the server (CURLOPT_CAINFO) */
+    const char *ca_pem;          /**< the same in memory; wins over ca_file */
+    const char *client_cert_pem; /**< client certificate for mutual TLS, PEM in memory */
+    const char *client_key_pem;  /**< its private key, PEM in memory; never logged */
+    int insecure_skip_verify;    /**< non-zero: do not verify the server (the caller warns) */
 } sn_http_request_t;
+
+/** sn_http_request_t carries the TLS settings above from this minor on (test the host's
+ * abi_minor before relying on them). */
+#define SN_HTTP_TLS_MINOR 2
 
 typedef struct sn_http_response {
     long status;      /**< HTTP status, 0 when no response arrived */
