@@ -757,9 +757,15 @@ static void snapshot_done(void *arg, int status, json_t *result)
     exec_ctx_t *x = arg;
     sn_incident_t *inc = x->inc;
     if (status != 0) {
-        /* Without a snapshot there is no rollback: do not act. */
-        exec_record(x, "failed", NULL);
-        json_object_set_new(x->exrec, "error", json_string("snapshot failed"));
+        /* Without a snapshot there is no rollback: do not act. The executor's failure counts
+         * towards its breaker (bad credentials fail here, before any execute). */
+        sn_breaker_record(&x->lv->breaker, true, sn_mono_ms());
+        exec_record(x, "failed", result);
+        const char *why = json_string_value(json_object_get(result, "error"));
+        char msg[300];
+        snprintf(msg, sizeof(msg), "snapshot failed (%d)%s%s", status, why ? ": " : "",
+                 why ? why : "");
+        json_object_set_new(x->exrec, "error", json_string(msg));
         x->failed = 1;
         x->idx++;
         sn_workflow_checkpoint(inc, exec_step_saved, 0);
