@@ -678,6 +678,13 @@ void sn_correlate_tick(sn_engine_t *e)
     /* release() may fold an incident away: take the next one first. */
     for (sn_incident_t *inc = e->incidents, *next; inc; inc = next) {
         next = inc->next;
+        if (inc->open && !inc->gathering && !inc->busy && !inc->lost &&
+            json_is_true(json_object_get(inc->doc, "alerts_resolved"))) {
+            /* Its alerts resolved while a step or a checkpoint was in flight. */
+            sn_workflow_close(inc, "resolved", "resolved",
+                              "every alert of the incident resolved at the source");
+            continue;
+        }
         if (!inc->gathering || !inc->open)
             continue;
         if ((caught_up && wm - inc->first_ts >= e->model->set.group_wait_ms) ||
