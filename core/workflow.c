@@ -417,6 +417,78 @@ static json_t *enrich_plan(sn_incident_t *inc, json_t *plan)
     return out;
 }
 
+/* ---- live assessment: the executor grades each allowed action from live state ---- */
+
+typedef struct assess_ctx {
+    step_ctx_t *sc;
+    size_t idx;
+    json_t *reason; /* the planner's note when it proposed nothing */
+} assess_ctx_t;
+
+static void plan_logged(step_ctx_t *sc, json_t *reason);
+static void assess_next(assess_ctx_t *ac);
+static void action_of(json_t *a, json_t *exrec, sn_incident_t *inc, int dry, sn_action_t *out);
+
+static int risk_rank(const char *r)
+{
+    return r && strcmp(r, "low") == 0 ? 1 : r && strcmp(r, "medium") == 0 ? 2 : 3;
+}
+
+/* The live grading replaces the verb's default, but never makes an action look safer than
+ * the default says: the higher risk, the longer downtime. */
+static void assessed(void *arg, int status, json_t *result)
+{
+    assess_ctx_t *ac = arg;
+    sn_incident_t *inc = ac->sc->inc;
+    json_t *a = json_array_get(json_object_get(inc->doc, "plan"), ac->idx);
+    if (status != 0 || !json_is_object(result)) {
+        sn_incident_event(inc, node_name(inc, ac->sc->node), "assess_failed",
+                          "%s %s: the executor could not grade it (%d): default risk kept",
+                          json_string_value(json_object_get(a, "verb")),
+                          json_string_value(json_object_get(a, "target")), status);
+    } else {
+        const char *risk = json_string_value(json_object_get(result, "risk"));
+        if (risk && risk_rank(risk) > risk_rank(json_string_value(json_object_get(a, "risk"))))
+            json_object_set_new(a, "risk", json_string(risk));
+        json_t *dt = json_object_get(result, "downtime_s");
+        if (json_is_integer(dt) &&
+            json_integer_value(dt) > json_integer_value(json_object_get(a, "downtime_s")))
+            json_object_set(a, "downtime_s", dt);
+        json_t *br = json_object_get(result, "blast_radius");
+        if (br)
+            json_object_set(a, "blast_radius", br);
+        json_object_set_new(a, "assessed", json_true());
+    }
+    ac->idx++;
+    assess_next(ac);
+}
+
+static void assess_next(assess_ctx_t *ac)
+{
+    sn_incident_t *inc = ac->sc->inc;
+    json_t *plan = json_object_get(inc->doc, "plan");
+    for (; ac->idx < json_array_size(plan); ac->idx++) {
+        json_t *a = json_array_get(plan, ac->idx);
+        if (!json_is_true(json_object_get(a, "allowed")))
+            continue;
+        sn_live_t *lv = sn_engine_live(inc->eng, json_string_value(json_object_get(a, "executor")));
+        const sn_executor_ops_t *ops = lv ? lv->in->mod->plugin->ops : NULL;
+        if (!ops || !ops->assess || !lv->started)
+            continue;
+        sn_action_t act;
+        action_of(a, NULL, inc, 1, &act);
+        sn_runtime_t *rid_rt = rid_enter(inc);
+        ops->assess(lv->self, &act, assessed, ac);
+        rid_leave(rid_rt);
+        return;
+    }
+    step_ctx_t *sc = ac->sc;
+    json_t *reason = ac->reason;
+    free(ac);
+    plan_logged(sc, reason);
+    json_decref(reason);
+}
+
 static void planned(void *arg, int status, json_t *result)
 {
     step_ctx_t *sc = arg;
@@ -429,6 +501,20 @@ static void planned(void *arg, int status, json_t *result)
     }
     json_t *plan = enrich_plan(inc, json_object_get(result, "plan"));
     json_object_set_new(inc->doc, "plan", plan);
+    assess_ctx_t *ac = calloc(1, sizeof(*ac));
+    if (!ac) {
+        plan_logged(sc, json_object_get(result, "reason"));
+        return;
+    }
+    ac->sc = sc;
+    ac->reason = json_incref(json_object_get(result, "reason"));
+    assess_next(ac);
+}
+
+static void plan_logged(step_ctx_t *sc, json_t *reason)
+{
+    sn_incident_t *inc = sc->inc;
+    json_t *plan = json_object_get(inc->doc, "plan");
     size_t i;
     json_t *a;
     json_array_foreach(plan, i, a)
@@ -447,9 +533,8 @@ static void planned(void *arg, int status, json_t *result)
     }
     if (json_array_size(plan) == 0)
         sn_incident_event(inc, node_name(inc, sc->node), "planned", "no action: %s",
-                          json_string_value(json_object_get(result, "reason"))
-                              ? json_string_value(json_object_get(result, "reason"))
-                              : "planner proposed nothing");
+                          json_string_value(reason) ? json_string_value(reason)
+                                                    : "planner proposed nothing");
     step_finish(sc, "ok");
 }
 

@@ -644,8 +644,13 @@ START_TEST(medium_risk_waits_for_a_human)
     ck_assert_uint_eq(journal_count(j, "execute", 0), 1);
     size_t i;
     json_t *r;
-    json_array_foreach(j, i, r) ck_assert_str_ne(str_at(r, "target") ? str_at(r, "target") : "",
-                                                 "deployment/shop/inventory");
+    /* Only the read-only live assessment ever touched the rejected target. */
+    json_array_foreach(j, i, r)
+    {
+        if (strcmp(str_at(r, "op") ? str_at(r, "op") : "", "assess") != 0)
+            ck_assert_str_ne(str_at(r, "target") ? str_at(r, "target") : "",
+                             "deployment/shop/inventory");
+    }
     json_decref(j);
     world_free(&w);
 }

@@ -90,6 +90,8 @@ typedef struct lk {
     double xi_max;
     int bf;
     int keep;
+    int whit;
+    double huber;
     int regime;
 } lk_t;
 
@@ -114,6 +116,7 @@ typedef struct lk_state {
     double bmax[LK_FEAT_MAX], bmin[LK_FEAT_MAX];
     lk_tail_t up[LK_FEAT_MAX], down[LK_FEAT_MAX];
     double prof[LK_SLOTS];
+    double sdev[LK_SLOTS];
     uint32_t slot_n[LK_SLOTS];
     double vals[LK_VALS];
     uint32_t ep_age, ep_hits, ep_blocks;
@@ -251,6 +254,8 @@ static int lk_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
     k->season_tau = (double)days * (double)LK_HOUR_MS;
     k->xi_max = getenv("LK_XI") ? atof(getenv("LK_XI")) : 0;
     k->keep = getenv("LK_KEEPN") ? atoi(getenv("LK_KEEPN")) : LK_KEEP;
+    k->whit = getenv("LK_WHIT") ? atoi(getenv("LK_WHIT")) : 0;
+    k->huber = getenv("LK_HUBER") ? atof(getenv("LK_HUBER")) : 0;
     k->bf = getenv("LK_BF") ? atoi(getenv("LK_BF")) : 0;
     k->young = getenv("LK_YOUNG") ? atoi(getenv("LK_YOUNG")) : 0;
     k->regime = getenv("LK_REGIME") ? atoi(getenv("LK_REGIME")) : 0;
@@ -437,7 +442,17 @@ static int lk_season(const lk_t *k, lk_state_t *s, int64_t ts, int64_t dt, doubl
         a = 1.0 / s->slot_n[slot];
     if (outlier && valid)
         a *= LK_EPISODE_WEIGHT;
-    s->prof[slot] += a * (x - s->prof[slot]);
+    double r = x - s->prof[slot];
+    if (k->huber > 0 && s->slot_n[slot] > 1) {
+        double c = k->huber * s->sdev[slot];
+        double ar = fabs(r);
+        if (ar > c)
+            r = r > 0 ? c : -c;
+        s->sdev[slot] += a * ((ar < c ? ar : c) - s->sdev[slot]);
+    } else if (k->huber > 0) {
+        s->sdev[slot] = 0;
+    }
+    s->prof[slot] += a * r;
     return valid;
 }
 
@@ -612,7 +627,8 @@ static void lk_step(const lk_t *k, lk_state_t *s, int64_t ts, double x, sn_verdi
             2 * s->ep_hits >= s->ep_age)
             lk_rebase(k, s);
     } else {
-        if (!s->in_episode || ++s->withheld % (uint32_t)k->keep == 0)
+        int wh = k->whit ? hit : s->in_episode;
+        if (!wh || ++s->withheld % (uint32_t)k->keep == 0)
             lk_remember(k, s, f, valid, 0);
         if (k->regime > 0 && s->in_episode && s->ep_age >= (uint32_t)k->regime &&
             2 * s->ep_hits >= s->ep_age) {
