@@ -443,14 +443,14 @@ static int lk_season(const lk_t *k, lk_state_t *s, int64_t ts, int64_t dt, doubl
     if (outlier && valid)
         a *= LK_EPISODE_WEIGHT;
     double r = x - s->prof[slot];
-    if (k->huber > 0 && s->slot_n[slot] > 1) {
+    if (k->huber > 0 && s->slot_n[slot] > 1 && s->sdev[slot] > 0) {
         double c = k->huber * s->sdev[slot];
         double ar = fabs(r);
         if (ar > c)
             r = r > 0 ? c : -c;
         s->sdev[slot] += a * ((ar < c ? ar : c) - s->sdev[slot]);
     } else if (k->huber > 0) {
-        s->sdev[slot] = 0;
+        s->sdev[slot] = s->slot_n[slot] > 1 ? fabs(r) : 0;
     }
     s->prof[slot] += a * r;
     return valid;
