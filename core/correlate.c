@@ -282,6 +282,44 @@ static void dedup_stored(void *arg, int status, json_t *result)
     free(arg);
 }
 
+static void recalled(void *arg, int status, json_t *result)
+{
+    dedup_ctx_t *c = arg;
+    sn_engine_t *e = c->e;
+    sn_incident_t *inc = sn_incident_find(e, c->id);
+    dedup_free(c);
+    if (!inc)
+        return;
+    inc->busy = 0;
+    json_t *similar = json_array();
+    size_t i;
+    json_t *m;
+    json_array_foreach(status == 0 ? json_object_get(result, "matches") : NULL, i, m)
+    {
+        json_t *p = json_object_get(m, "payload");
+        const char *id = json_string_value(json_object_get(m, "id"));
+        if (!id || strcmp(id, inc->id) == 0)
+            continue;
+        json_array_append_new(similar, json_pack("{s:s,s:f,s:O?,s:O?,s:O?,s:O?}", "id", id, "score",
+                                                 json_number_value(json_object_get(m, "score")),
+                                                 "title", json_object_get(p, "title"), "services",
+                                                 json_object_get(p, "services"), "plan",
+                                                 json_object_get(p, "plan"), "outcome",
+                                                 json_object_get(p, "outcome")));
+    }
+    if (json_array_size(similar)) {
+        sn_incident_event(inc, "correlate", "similar",
+                          "%zu similar past incident(s), closest %.2f: %s",
+                          json_array_size(similar),
+                          json_number_value(json_object_get(json_array_get(similar, 0), "score")),
+                          json_string_value(json_object_get(json_array_get(similar, 0), "title")));
+        json_object_set_new(inc->doc, "similar_incidents", similar);
+    } else {
+        json_decref(similar);
+    }
+    open_incident(e, inc);
+}
+
 static void dedup_searched(void *arg, int status, json_t *result)
 {
     dedup_ctx_t *c = arg;
@@ -310,9 +348,10 @@ static void dedup_searched(void *arg, int status, json_t *result)
         ops->vector_upsert(c->e->vector->self, "open_incidents", inc->id, c->v, c->dim, payload,
                            dedup_stored, tag);
     json_decref(payload);
-    sn_engine_t *e = c->e;
-    dedup_free(c);
-    open_incident(e, inc);
+    /* Memory: the closest resolved incidents, with what was done, go into the document for
+     * the analyzers, the planner and the people looking at it. */
+    inc->busy = 1;
+    ops->vector_search(c->e->vector->self, "incidents", c->v, c->dim, 3, 0.5, recalled, c);
 }
 
 static void dedup_embedded(void *arg, int status, json_t *result)

@@ -1247,10 +1247,11 @@ static void remember(sn_incident_t *inc)
         return;
     m->e = e;
     snprintf(m->id, sizeof(m->id), "%s", inc->id);
-    m->payload =
-        json_pack("{s:O,s:O,s:O,s:O}", "title", json_object_get(inc->doc, "title"), "services",
-                  json_object_get(inc->doc, "services"), "plan", json_object_get(inc->doc, "plan"),
-                  "fingerprint", json_object_get(inc->doc, "fingerprint"));
+    m->payload = json_pack("{s:O,s:O,s:O,s:O,s:s,s:I}", "title", json_object_get(inc->doc, "title"),
+                           "services", json_object_get(inc->doc, "services"), "plan",
+                           json_object_get(inc->doc, "plan"), "fingerprint",
+                           json_object_get(inc->doc, "fingerprint"), "outcome", "resolved", "loops",
+                           json_integer_value(json_object_get(inc->doc, "loop_count")));
     const sn_embedder_ops_t *eops = e->embedder->in->mod->plugin->ops;
     /* The same text correlate embeds, so remembered and open incidents compare. */
     char *text = sn_correlate_describe(inc);

@@ -60,6 +60,7 @@ typedef struct rb {
     size_t n;
     char *ns;
     int all;
+    double reuse; /* similarity at which a resolved past incident's plan is reused; 0 = off */
 } rb_t;
 
 static const sn_param_t rb_params[] = {
@@ -72,6 +73,9 @@ static const sn_param_t rb_params[] = {
      "value of {namespace} when the hypothesis carries no namespace label"},
     {"all_matches", SN_T_BOOL, "false", 0,
      "plan an action for every matching rule instead of the first one only"},
+    {"reuse_similar", SN_T_DOUBLE, "0.9", 0,
+     "when no rule matches, reuse the plan that resolved a past incident at least this "
+     "similar (the core's similar_incidents); the core's safety gates still apply; 0 = off"},
     {NULL, 0, NULL, 0, NULL},
 };
 
@@ -300,6 +304,7 @@ static int rb_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
     const char *ns = host->cfg_str(cfg, "namespace");
     rb->ns = strdup(ns ? ns : "default");
     rb->all = host->cfg_bool(cfg, "all_matches");
+    rb->reuse = host->cfg_double(cfg, "reuse_similar");
     if (!rb->ns) {
         snprintf(err->msg, sizeof(err->msg), "out of memory");
         goto out;
@@ -543,6 +548,31 @@ static void rb_plan(void *self, const json_t *incident, sn_done_fn done, void *a
             snprintf(detail, sizeof(detail), "no rule matches cause '%.100s' on %.60s",
                      rb_hyp_str(hyp, "cause") ? rb_hyp_str(hyp, "cause") : "",
                      rb_hyp_str(hyp, "service") ? rb_hyp_str(hyp, "service") : "(no service)");
+    }
+    if (json_array_size(plan) == 0 && rb->reuse > 0) {
+        /* Memory: what worked last time for something this close. */
+        const json_t *sim = json_array_get(json_object_get(incident, "similar_incidents"), 0);
+        const char *outcome = json_string_value(json_object_get(sim, "outcome"));
+        if (sim && json_number_value(json_object_get(sim, "score")) >= rb->reuse && outcome &&
+            strcmp(outcome, "resolved") == 0) {
+            size_t i;
+            json_t *a;
+            json_array_foreach(json_object_get(sim, "plan"), i, a)
+            {
+                if (!json_is_true(json_object_get(a, "allowed")))
+                    continue;
+                char reason[160];
+                snprintf(reason, sizeof(reason), "resolved similar incident %.40s (%.2f)",
+                         json_string_value(json_object_get(sim, "id")),
+                         json_number_value(json_object_get(sim, "score")));
+                json_t *copy = json_pack(
+                    "{s:O,s:O,s:O,s:O?,s:s}", "executor", json_object_get(a, "executor"), "verb",
+                    json_object_get(a, "verb"), "target", json_object_get(a, "target"), "params",
+                    json_object_get(a, "params"), "reason", reason);
+                if (copy)
+                    json_array_append_new(plan, copy);
+            }
+        }
     }
     if (json_array_size(plan) == 0)
         res = json_pack("{s:O, s:s, s:s}", "plan", plan, "reason", "no runbook rule matched",
