@@ -106,4 +106,21 @@ missing = sorted(n for n in named if n not in exported)
 check(not missing, "every metric the dashboard and rules name is exported (%d names)%s"
       % (len(named), ": missing " + ", ".join(missing) if missing else ""))
 json.load(open(os.path.join(obs, "grafana-dashboard.json")))
+
+# Terraform (JSON syntax; no terraform binary can be installed here, so `terraform fmt` and
+# `validate` cannot run): every file parses, every module call names a module that exists and
+# passes only variables it declares, and every variable without a default.
+tf = os.path.join(PKG, "terraform")
+root = json.load(open(os.path.join(tf, "main.tf.json")))
+for name, call in root["module"].items():
+    mdir = os.path.normpath(os.path.join(tf, call["source"]))
+    declared = {}
+    for f in glob.glob(os.path.join(mdir, "*.tf.json")):
+        declared.update(json.load(open(f)).get("variable", {}))
+    check(declared, "terraform module %s exists with variables" % name)
+    passed = {k for k in call if k != "source"}
+    unknown = passed - set(declared)
+    missing = {k for k, v in declared.items() if "default" not in v} - passed
+    check(not unknown and not missing, "terraform module %s: inputs match (unknown %s, missing %s)"
+          % (name, sorted(unknown), sorted(missing)))
 print("1..ok")
