@@ -1,7 +1,7 @@
 """The `aws` executor end to end: a real sentineld against moto's server with signature
 verification on (INITIAL_NO_AUTH_ACTION_COUNT=0) behind a recording proxy
 (tests/support/motoserver.py). The executor's IAM user holds exactly the actions of
-packaging/terraform/iam-executor.tf.json, so a call outside the least-privilege policy fails.
+packaging/terraform/modules/iam/policy.tf.json, so a call outside the least-privilege policy fails.
 
   1. env credentials: payments-memory -> scale_service (approved) resolves after the real
      UpdateService, moto shows desiredCount 5 and the idempotency tag; checkout-deploy ->

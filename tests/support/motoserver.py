@@ -51,7 +51,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.abspath(os.path.join(HERE, "..", ".."))
-TERRAFORM = os.path.join(SOURCE, "packaging", "terraform", "iam-executor.tf.json")
+TERRAFORM = os.path.join(SOURCE, "packaging", "terraform", "modules", "iam", "policy.tf.json")
 REGION = "us-east-1"
 MUTATING = {"RebootInstances", "StopInstances", "StartInstances", "CreateTags", "DeleteTags",
             "UpdateService", "TagResource", "UntagResource", "RunInstances",
