@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Throughput of the Kafka input against a plain librdkafka consumer on the same topic, same
+machine, same run. A topic of several partitions on librdkafka's mock cluster (tools/kafka-mock)
+is pre-filled with lz4-compressed single-record messages (100 series, keyed by series, in event
+time order) by kcat; then
+
+  - a plain consumer, `kcat -C -e -o beginning` to /dev/null, drains it (timed);
+  - one sentineld with [input:kafka] feeding zscore + iqr + seasonal drains it: timed from the
+    moment the group assigned it the partitions until the detectors observed every record
+    (/health/detailed telemetry.points).
+
+Prints
+
+    bench: kafka_pipeline_events_per_s N events/s
+    bench: kafka_plain_consumer_events_per_s N events/s
+    bench: kafka_vs_plain_ratio R
+
+Usage: bench_kafka.py [BUILD_DIR] [--records 600000] [--partitions 8]
+The mock keeps about 5 MiB of (compressed) data per partition and silently drops the oldest
+beyond that; the plain consumer's count checks that nothing was dropped. Both consumers run on
+CPU 0 and the mock cluster on CPU 1 when there are two.
+"""
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+
+T0 = 1795600800000
+SERIES = 100
+
+CONF = """
+[sentinel]
+listen = 127.0.0.1:{port}
+state = local
+{extra_core}
+
+[store:local]
+plugin = sqlite
+path = {dir}/sentinel.db
+
+[input:kafka]
+plugin = kafka
+brokers = BOOT
+topics = bench
+group_id = GROUP
+
+[detector:latency]
+plugin = zscore
+
+[detector:spread]
+plugin = iqr
+
+[detector:daily]
+plugin = seasonal
+
+[pipeline]
+edge = kafka -> latency, spread, daily
+edge = latency, spread, daily -> correlate
+"""
+
+
+def pin(pid, cpu):
+    if os.cpu_count() and os.cpu_count() > 1:
+        subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], capture_output=True)
+
+
+def fill(k, topic, n, path):
+    rnd = random.Random(11)
+    with open(path, "w") as f:
+        for i in range(n):
+            s = i % SERIES
+            rec = {"ts": T0 + (i // SERIES) * 10000, "metric": "bench_latency_ms",
+                   "value": round(100 + 10 * (s % 7) + rnd.gauss(0, 3), 2),
+                   "labels": {"service": "svc%d" % (s % 20), "pod": "pod-%d" % s}}
+            f.write("s%d|%s\n" % (s, json.dumps(rec, separators=(",", ":"))))
+    k.kcat("-P", "-t", topic, "-z", "lz4", "-K", "|", "-X", "linger.ms=50",
+           "-X", "batch.num.messages=10000", "-l", path, timeout=600)
+
+
+def plain(k, topic, n):
+    """Seconds for kcat to drain the topic to /dev/null (after checking it holds n)."""
+    got = k.kcat("-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "\\n", timeout=600)
+    if got.count(b"\n") != n:
+        sys.exit("bench: the topic holds %d of %d records (the mock dropped some: fewer "
+                 "--records or more --partitions)" % (got.count(b"\n"), n))
+    from kafkamock import KCAT
+    with open(os.devnull, "wb") as null:
+        t0 = time.perf_counter()
+        p = subprocess.Popen([KCAT, "-b", k.bootstrap, "-C", "-t", topic, "-o", "beginning",
+                              "-e", "-q"], stdout=null)
+        pin(p.pid, 0)
+        p.wait()
+        dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        sys.exit("bench: kcat -C failed (%d)" % p.returncode)
+    return dt
+
+
+def observed(d):
+    try:
+        st, body = d.json("GET", "/health/detailed")
+        return body["telemetry"]["points"], body["instances"]["input:kafka"]["detail"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return 0, ""
+
+
+def assigned(d):
+    try:
+        st, raw, _ = d.request("GET", "/metrics")
+    except OSError:
+        return 0
+    for line in raw.decode().splitlines():
+        if line.startswith('sentinel_kafka_assigned_partitions{instance="input:kafka"} '):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def pipeline(k, sntest, n, parts):
+    conf = CONF.replace("BOOT", k.bootstrap).replace("GROUP", "bench-%d" % os.getpid())
+    d = sntest.Daemon(conf=conf).start(wait=False)
+    pin(d.proc.pid, 0)
+    try:
+        deadline = time.time() + 60
+        while assigned(d) < parts:
+            if time.time() > deadline or d.proc.poll() is not None:
+                sys.exit("bench: sentineld was not assigned the partitions\n" + d.logtext())
+            time.sleep(0.005)
+        t0 = time.perf_counter()
+        deadline = time.time() + 600
+        while True:
+            pts, detail = observed(d)
+            if pts >= n:
+                break
+            if time.time() > deadline:
+                sys.exit("bench: %d of %d observed after 600 s (%s)\n%s"
+                         % (pts, n, detail, d.logtext()))
+            time.sleep(0.02)
+        dt = time.perf_counter() - t0
+        return dt, pts
+    finally:
+        d.cleanup()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("build", nargs="?", default=os.environ.get("SN_BUILD_DIR", "build"))
+    ap.add_argument("--records", type=int, default=600000)
+    ap.add_argument("--partitions", type=int, default=8)
+    args = ap.parse_args()
+    os.environ["SN_BUILD_DIR"] = os.path.abspath(args.build)
+    import sntest
+    sntest.BUILD = os.environ["SN_BUILD_DIR"]
+    sntest.SENTINELD = os.path.join(sntest.BUILD, "core", "sentineld")
+    from kafkamock import KafkaMock
+    k = KafkaMock(topics={"bench": args.partitions}, brokers=1, build=sntest.BUILD).start()
+    pin(k.proc.pid, 1)
+    tmp = tempfile.mkdtemp(prefix="sn-bench-kafka-")
+    try:
+        t = time.perf_counter()
+        fill(k, "bench", args.records, os.path.join(tmp, "records.txt"))
+        print("info: %d records produced with kcat in %.1f s" % (args.records,
+                                                                 time.perf_counter() - t),
+              file=sys.stderr)
+        dt_plain = plain(k, "bench", args.records)
+        dt_pipe, pts = pipeline(k, sntest, args.records, args.partitions)
+    finally:
+        k.stop()
+        for f in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, f))
+        os.rmdir(tmp)
+    pipe = args.records / dt_pipe
+    plain_rate = args.records / dt_plain
+    print("bench: kafka_pipeline_events_per_s %.0f events/s" % pipe, flush=True)
+    print("bench: kafka_plain_consumer_events_per_s %.0f events/s" % plain_rate, flush=True)
+    print("bench: kafka_vs_plain_ratio %.3f" % (pipe / plain_rate), flush=True)
+    print("info: %d records, %d partitions (lz4); plain %.2f s, pipeline %.2f s (%d points "
+          "observed)" % (args.records, args.partitions, dt_plain, dt_pipe, pts), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
