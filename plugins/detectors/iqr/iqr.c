@@ -348,7 +348,7 @@ static void iq_step(const iq_t *q, iq_state_t *s, int64_t ts, double x, sn_verdi
     if (out) {
         out->expected = v.median;
         if (speaking) {
-            out->score = 1 - exp(-ad / q->k);
+            out->score = ad > 0 ? 1 - exp(-ad / q->k) : 0; /* inside the box: most points */
             double hist = (double)s->count / (double)q->window;
             double size = ad / (2 * q->k);
             out->confidence = (hist < 1 ? hist : 1) * (0.5 + 0.5 * (size < 1 ? size : 1));

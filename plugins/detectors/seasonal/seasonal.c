@@ -310,12 +310,21 @@ typedef struct se_ctx {
 static void se_context(const se_t *c, const se_state_t *s, int64_t ts, se_ctx_t *k)
 {
     memset(k, 0, sizeof(*k));
-    /* split before adding the offset: no overflow even near INT64_MAX */
-    int64_t q = se_floordiv(ts, SE_HOUR_MS);
-    int64_t rem = ts - q * SE_HOUR_MS + c->offset_ms;
-    int64_t carry = se_floordiv(rem, SE_HOUR_MS);
-    k->hour = q + carry;
-    k->frac = (double)(rem - carry * SE_HOUR_MS) / (double)SE_HOUR_MS;
+    /* Most points fall in the hour of the previous one: no division then. */
+    int in_range = s->last_hour > INT64_MIN / SE_HOUR_MS + 100 &&
+                   s->last_hour < INT64_MAX / SE_HOUR_MS - 100; /* no overflow below */
+    int64_t start = in_range ? s->last_hour * SE_HOUR_MS - c->offset_ms : 0;
+    if (s->n > 0 && in_range && ts >= start && ts < start + SE_HOUR_MS) {
+        k->hour = s->last_hour;
+        k->frac = (double)(ts - start) / (double)SE_HOUR_MS;
+    } else {
+        /* split before adding the offset: no overflow even near INT64_MAX */
+        int64_t q = se_floordiv(ts, SE_HOUR_MS);
+        int64_t rem = ts - q * SE_HOUR_MS + c->offset_ms;
+        int64_t carry = se_floordiv(rem, SE_HOUR_MS);
+        k->hour = q + carry;
+        k->frac = (double)(rem - carry * SE_HOUR_MS) / (double)SE_HOUR_MS;
+    }
     if (s->n > 0 && ts > s->last_ts) {
         k->dt = (double)(ts - s->last_ts);
         k->h = k->dt < c->max_gap_ms ? k->dt : c->max_gap_ms;
@@ -530,7 +539,7 @@ static void se_step(const se_t *c, se_state_t *s, int64_t ts, double x, sn_verdi
         out->expected = expected;
         if (speaking) {
             double excess = az - 1 > 0 ? az - 1 : 0;
-            out->score = 1 - exp(-excess / c->threshold);
+            out->score = excess > 0 ? 1 - exp(-excess / c->threshold) : 0; /* most points */
             double hist = c->min_history > 0 ? (double)s->n / (4.0 * (double)c->min_history) : 1.0;
             if (hist > 1)
                 hist = 1;

@@ -301,7 +301,7 @@ static void zs_step(const zs_t *z, zs_state_t *s, int64_t ts, double x, sn_verdi
         out->expected = centre;
         if (speaking) {
             double excess = az - 1 > 0 ? az - 1 : 0;
-            out->score = 1 - exp(-excess / z->threshold);
+            out->score = excess > 0 ? 1 - exp(-excess / z->threshold) : 0; /* most points */
             double hist = z->min_history > 0 ? (double)s->n / (4.0 * (double)z->min_history) : 1.0;
             double size = az / (2 * z->threshold);
             out->confidence = (hist < 1 ? hist : 1) * (0.5 + 0.5 * (size < 1 ? size : 1));
