@@ -78,8 +78,9 @@ START_TEST(spike_is_one_anomaly_after_the_reference_fills)
     for (int i = 0; i < 1200; i++) {
         double v = 100 + 3 * lk_noise(&seed) + (i == 800 ? 60 : 0);
         sn_verdict_t out = lk_feed(&f, v);
-        /* 20 blocks of 8 points beyond the 200-point delay before anything is judged */
-        if (i < 359) {
+        /* 20 blocks of 8 points (the delay shrinks while the reference is young) before
+         * anything is judged */
+        if (i < 160) {
             ck_assert_int_eq(out.anomalous, 0);
             ck_assert_double_eq(out.score, 0);
         }
@@ -88,7 +89,7 @@ START_TEST(spike_is_one_anomaly_after_the_reference_fills)
             ck_assert_int_eq(i, 800);
             ck_assert_double_gt(out.score, 0.7);
             ck_assert_double_lt(fabs(out.expected - 100), 3);
-        } else if (i > 360 && (i < 800 || i > 860)) {
+        } else if (i > 160 && (i < 800 || i > 860)) {
             ck_assert_double_lt(out.score, 0.5);
         }
     }
@@ -113,6 +114,61 @@ START_TEST(step_is_one_episode)
     ck_assert_int_eq(count, 1);
     ck_assert_int_eq(at, 800);
     lk_close(&f);
+}
+END_TEST
+
+START_TEST(young_reference_speaks_after_20_blocks)
+{
+    /* 200 points: the ring holds 25 blocks, fewer than the 200-point delay plus 20 blocks; the
+     * oldest 20 are the reference, so a spike is reported rather than ignored */
+    lk_fix_t f;
+    lk_open(&f, "season = none\nthreshold = 4\n");
+    uint64_t seed = 5;
+    int count = 0;
+    for (int i = 0; i < 260; i++) {
+        sn_verdict_t out = lk_feed(&f, 100 + 3 * lk_noise(&seed) + (i == 200 ? 60 : 0));
+        if (out.anomalous) {
+            count++;
+            ck_assert_int_eq(i, 200);
+        }
+    }
+    ck_assert_int_eq(count, 1);
+    lk_close(&f);
+}
+END_TEST
+
+/* A step from 100 to 160 at point 800 and a spike on the new level at 1400; returns the
+ * anomalies, their positions in @p at (up to 4). */
+static int lk_shift_then_spike(const char *settings, int *at)
+{
+    lk_fix_t f;
+    lk_open(&f, settings);
+    uint64_t seed = 13;
+    int count = 0;
+    for (int i = 0; i < 1600; i++) {
+        double v = (i >= 800 ? 160 : 100) + 3 * lk_noise(&seed) + (i == 1400 ? 40 : 0);
+        if (lk_feed(&f, v).anomalous) {
+            if (count < 4)
+                at[count] = i;
+            count++;
+        }
+    }
+    lk_close(&f);
+    return count;
+}
+
+START_TEST(persistent_shift_is_a_new_regime)
+{
+    int at[4] = {-1, -1, -1, -1};
+    /* the shift is one episode; after `rebase` points of it the new level is the reference,
+     * so the spike on it is a second anomaly and nothing in between is reported */
+    ck_assert_int_eq(lk_shift_then_spike("season = none\nthreshold = 4\n", at), 2);
+    ck_assert_int_eq(at[0], 800);
+    ck_assert_int_eq(at[1], 1400);
+    /* without it the episode never ends: the reference stays on the old level and the spike
+     * is part of the shift's episode */
+    ck_assert_int_eq(lk_shift_then_spike("season = none\nthreshold = 4\nrebase = 0\n", at), 1);
+    ck_assert_int_eq(at[0], 800);
 }
 END_TEST
 
@@ -310,21 +366,14 @@ START_TEST(bad_settings_fail_create)
     static const struct {
         const char *settings, *phrase;
     } cases[] = {
-        {"scales = 0\n", "scales"},
-        {"scales = 1, x\n", "scales"},
-        {"scales = 1, 2, 3, 4\n", "at most"},
-        {"scales = 129\n", "scales"},
-        {"season = week\n", "season"},
-        {"season_days = 0\n", "season_days"},
-        {"stride = 0\n", "stride"},
-        {"history = 10\n", "history"},
-        {"history = 5000\n", "history"},
-        {"delay = 8000\n", "delay"},
-        {"quantile = 0.2\n", "quantile"},
-        {"threshold = 0\n", "threshold"},
-        {"hysteresis = -1\n", "hysteresis"},
-        {"min_history = -1\n", "min_history"},
-        {"direction = sideways\n", "direction"},
+        {"scales = 0\n", "scales"},           {"scales = 1, x\n", "scales"},
+        {"scales = 1, 2, 3, 4\n", "at most"}, {"scales = 129\n", "scales"},
+        {"season = week\n", "season"},        {"season_days = 0\n", "season_days"},
+        {"stride = 0\n", "stride"},           {"history = 10\n", "history"},
+        {"history = 5000\n", "history"},      {"delay = 8000\n", "delay"},
+        {"quantile = 0.2\n", "quantile"},     {"threshold = 0\n", "threshold"},
+        {"hysteresis = -1\n", "hysteresis"},  {"min_history = -1\n", "min_history"},
+        {"rebase = -1\n", "rebase"},          {"direction = sideways\n", "direction"},
     };
     sn_harness_t *h = sn_harness_new();
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -346,6 +395,8 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, spike_is_one_anomaly_after_the_reference_fills);
     tcase_add_test(tc, step_is_one_episode);
+    tcase_add_test(tc, young_reference_speaks_after_20_blocks);
+    tcase_add_test(tc, persistent_shift_is_a_new_regime);
     tcase_add_test(tc, hysteresis_merges_close_spikes);
     tcase_add_test(tc, recurring_bursts_become_normal);
     tcase_add_test(tc, daily_profile_sees_a_missing_peak);

@@ -13,8 +13,13 @@
  *    does not come, a flat day).
  *
  * Reference: every `stride` points the block maximum and minimum of each feature enter a ring of
- * `history` blocks; the newest `delay` points of it are left out, so a slowly developing anomaly
- * is compared with the time before it and not with its own beginning.
+ * `history` blocks (250 blocks of 8: about a week of 5-minute points, so the reference follows
+ * how the series behaves lately and an old burst does not mask a new one for a month); the newest
+ * `delay` points of it are left out, so a slowly developing anomaly is compared with the time
+ * before it and not with its own beginning. A feature is judged as soon as its reference has 20
+ * blocks: while the ring is shorter than the delay plus 20 blocks, the delay shrinks so that the
+ * oldest 20 blocks are the reference (a new series, or one after a change of regime, speaks after
+ * 160 points rather than after 360).
  *
  * Tail model (peaks over threshold): for each feature and side, u is the `quantile` level of
  * the block maxima (or minima) of the reference and the excesses over u are taken as exponential
@@ -32,15 +37,22 @@
  *    episode ends after `hysteresis` consecutive points below it;
  *  - inside an episode one point in ten enters the reference and the daily profile learns at a
  *    tenth of its rate, so an anomaly does not become its own reference;
+ *  - change of regime: an episode that has lasted `rebase` points, at least half of them
+ *    anomalous, is a level (or pattern) that persists: the episode ends and every feature's
+ *    reference restarts from that point (the old level no longer says what is normal), so the
+ *    next anomaly on the new level is reported once 20 blocks of it were seen, instead of the
+ *    episode lasting for ever with the reference frozen on the old level;
  *  - NaN/Inf values and points not newer than the newest seen are ignored (score 0, state as it
  *    was);
  *  - silent (score 0) until `min_history` points were seen and a feature has 20 blocks of
- *    reference beyond the delay.
+ *    reference.
  *
  * Expected: the hour's profile value once the daily feature speaks, else the exponentially
  * weighted mean of about the last 300 points. Confidence: the filled share of the history times
  * (0.5 + 0.5 score).
- * State lives in the core-owned per-series blob (lk_state_t, about 34 KB, zeroed on first use);
+ * State lives in the core-owned per-series blob (lk_state_t, about 34 KB whatever `history` is:
+ * the ring is sized for its largest value, 1024 blocks; zeroed on first use). That is fine for
+ * the offline runner; a daemon watching many series pays 34 KB each (10,000 series: 340 MB).
  * observe() never allocates and reads the instance read-only, as worker threads share it.
  */
 #include <sentinel/plugin.h>
@@ -51,7 +63,7 @@
 #include <string.h>
 
 #define LK_SCALES_MAX 3 /* level scales per instance */
-#define LK_FEAT_MAX (LK_SCALES_MAX + 2)
+#define LK_FEAT_MAX (LK_SCALES_MAX + 1)
 #define LK_VALS 128               /* longest scale in points: fixes the value ring */
 #define LK_HIST_MAX 1024          /* upper bound of history: fixes the state size */
 #define LK_MIN_BLOCKS 20          /* reference blocks a feature needs before it is judged */
@@ -74,9 +86,6 @@ typedef struct lk {
     int scale[LK_SCALES_MAX];
     int nfeat;
     int season; /* feature index of the daily residual, or -1 */
-    int spread; /* feature index of the spread, or -1 */
-    int spread_k;
-    int spread_side;
     int history;
     int stride;
     int delay; /* blocks */
@@ -84,20 +93,14 @@ typedef struct lk {
     double threshold;
     int64_t min_history;
     int64_t hysteresis;
+    int64_t rebase; /* points; 0: never */
     int direction;
     double season_tau; /* slot time over which the profile averages, ms */
-    int young;
-    double xi_max;
-    int bf;
-    int keep;
-    int whit;
-    double huber;
-    int regime;
 } lk_t;
 
 /* One side of one feature: level u and exponential scale sigma of the excesses. */
 typedef struct lk_tail {
-    double u, sigma, xi;
+    double u, sigma;
 } lk_tail_t;
 
 /* Per-series state: all-zero bytes are a valid "never seen" state. */
@@ -106,22 +109,18 @@ typedef struct lk_state {
     uint64_t n; /* points accepted */
     double mean;
     uint32_t normal_run, withheld, in_block;
+    uint32_t ep_age, ep_hits; /* points of the current episode, and its anomalous ones */
     uint16_t vhead, vcount;
     uint16_t hhead, hcount;
     uint16_t since_fit;
     uint8_t in_episode, fitted;
     uint16_t fcount[LK_FEAT_MAX]; /* reference blocks per feature (newest, contiguous) */
     uint8_t bvalid[LK_FEAT_MAX];  /* the feature was valid for the whole current block */
-    uint8_t ok[LK_FEAT_MAX];
     double bmax[LK_FEAT_MAX], bmin[LK_FEAT_MAX];
     lk_tail_t up[LK_FEAT_MAX], down[LK_FEAT_MAX];
     double prof[LK_SLOTS];
-    double sdev[LK_SLOTS];
     uint32_t slot_n[LK_SLOTS];
     double vals[LK_VALS];
-    uint32_t ep_age, ep_hits, ep_blocks;
-    uint8_t cur_flag, rebased;
-    uint8_t bflag[LK_HIST_MAX];
     float hmax[LK_FEAT_MAX][LK_HIST_MAX];
     float hmin[LK_FEAT_MAX][LK_HIST_MAX];
 } lk_state_t;
@@ -134,7 +133,7 @@ static const sn_param_t lk_params[] = {
      "day: add the residual from an hour-of-day profile (UTC) as a feature; none: do not"},
     {"season_days", SN_T_INT, "4", 0, "days the hour-of-day profile averages over (1 to 1000)"},
     {"stride", SN_T_INT, "8", 0, "points per reference block (block maxima and minima)"},
-    {"history", SN_T_INT, "1000", 0, "reference blocks kept per feature (50 to 1024)"},
+    {"history", SN_T_INT, "250", 0, "reference blocks kept per feature (50 to 1024)"},
     {"delay", SN_T_INT, "200", 0,
      "newest points left out of the reference, so a slow anomaly is not judged against itself"},
     {"quantile", SN_T_DOUBLE, "0.95", 0,
@@ -147,6 +146,9 @@ static const sn_param_t lk_params[] = {
     {"hysteresis", SN_T_INT, "60", 0,
      "consecutive normal points that end an anomaly episode; only the first point of an "
      "episode is reported anomalous"},
+    {"rebase", SN_T_INT, "200", 0,
+     "an episode that lasted this many points, at least half of them anomalous, is a new "
+     "regime: the reference restarts from it (0: never)"},
     {"direction", SN_T_STRING, "both", 0,
      "which deviations count: up (above expected), down (below) or both"},
     {NULL, 0, NULL, 0, NULL},
@@ -170,6 +172,7 @@ static int lk_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
     k->threshold = host->cfg_double(cfg, "threshold");
     k->min_history = host->cfg_int(cfg, "min_history");
     k->hysteresis = host->cfg_int(cfg, "hysteresis");
+    k->rebase = host->cfg_int(cfg, "rebase");
     const char *dir = host->cfg_str(cfg, "direction");
 
     int rc = SN_EINVAL;
@@ -193,11 +196,6 @@ static int lk_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
     }
     k->nfeat = k->nscales;
     k->season = -1;
-    k->spread = -1;
-    k->spread_k = getenv("LK_SPREAD") ? atoi(getenv("LK_SPREAD")) : 0;
-    k->spread_side = getenv("LK_SPSIDE") ? atoi(getenv("LK_SPSIDE")) : 0;
-    if (k->spread_k > 0)
-        k->spread = k->nfeat++;
     if (season && strcmp(season, "day") == 0) {
         k->season = k->nfeat++;
     } else if (season && strcmp(season, "none") != 0) {
@@ -238,6 +236,10 @@ static int lk_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
         snprintf(err->msg, sizeof(err->msg), "hysteresis must be between 0 and 1000000");
         goto out;
     }
+    if (k->rebase < 0 || k->rebase > 1000000000) {
+        snprintf(err->msg, sizeof(err->msg), "rebase must be between 0 and 1000000000");
+        goto out;
+    }
     if (!dir || strcmp(dir, "both") == 0)
         k->direction = LK_BOTH;
     else if (strcmp(dir, "up") == 0)
@@ -252,13 +254,6 @@ static int lk_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
     k->stride = (int)stride;
     k->delay = (int)(delay / stride);
     k->season_tau = (double)days * (double)LK_HOUR_MS;
-    k->xi_max = getenv("LK_XI") ? atof(getenv("LK_XI")) : 0;
-    k->keep = getenv("LK_KEEPN") ? atoi(getenv("LK_KEEPN")) : LK_KEEP;
-    k->whit = getenv("LK_WHIT") ? atoi(getenv("LK_WHIT")) : 0;
-    k->huber = getenv("LK_HUBER") ? atof(getenv("LK_HUBER")) : 0;
-    k->bf = getenv("LK_BF") ? atoi(getenv("LK_BF")) : 0;
-    k->young = getenv("LK_YOUNG") ? atoi(getenv("LK_YOUNG")) : 0;
-    k->regime = getenv("LK_REGIME") ? atoi(getenv("LK_REGIME")) : 0;
     *self = k;
     k = NULL;
     rc = 0;
@@ -270,27 +265,6 @@ out:
 static void lk_destroy(void *self)
 {
     free(self);
-}
-
-/* Blocks a feature needs before it is judged. */
-static int lk_is_young(const lk_t *k, const lk_state_t *s)
-{
-    return k->young == 1 || (k->young == 2 && s->rebased);
-}
-
-static size_t lk_need(const lk_t *k, const lk_state_t *s)
-{
-    return lk_is_young(k, s) ? LK_MIN_BLOCKS : (size_t)(LK_MIN_BLOCKS + k->delay);
-}
-
-/* Reference length for @p count blocks. */
-static size_t lk_ref_len(const lk_t *k, const lk_state_t *s, size_t count)
-{
-    if (count < lk_need(k, s))
-        return 0;
-    if (lk_is_young(k, s))
-        return count > (size_t)k->delay + LK_MIN_BLOCKS ? count - (size_t)k->delay : LK_MIN_BLOCKS;
-    return count - (size_t)k->delay;
 }
 
 /* k-th smallest of a[0..n-1], Hoare quickselect. */
@@ -323,66 +297,44 @@ static double lk_select(double *a, long n, long k)
     return a[k];
 }
 
-/* Reference of one ring: its newest @p count blocks except the newest k->delay, times @p sign,
- * into @p out. Returns how many. */
+/* Reference of one ring: its newest @p count blocks except the newest k->delay (fewer while
+ * that would leave less than LK_MIN_BLOCKS), times @p sign, into @p out. Returns how many. */
 static size_t lk_reference(const lk_t *k, const lk_state_t *s, const float *ring, size_t count,
                            double sign, double *out)
 {
-    size_t n = lk_ref_len(k, s, count);
+    size_t n = count >= (size_t)k->delay + LK_MIN_BLOCKS ? count - (size_t)k->delay
+               : count >= LK_MIN_BLOCKS                  ? LK_MIN_BLOCKS
+                                                         : 0;
     size_t h = (size_t)k->history;
     size_t oldest = (s->hhead + h - count) % h;
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t b = (oldest + i) % h;
-        if (k->bf && s->bflag[b])
-            continue;
-        out[m++] = sign * (double)ring[b];
-    }
-    return m;
+    for (size_t i = 0; i < n; i++)
+        out[i] = sign * (double)ring[(oldest + i) % h];
+    return n;
 }
 
 /* Upper tail of a[0..n-1] (reordered): the quantile level and the mean excess over it. */
 static void lk_fit_tail(const lk_t *k, double *a, size_t n, lk_tail_t *t)
 {
     double u = lk_select(a, (long)n, (long)floor(k->q * (double)(n - 1)));
-    double sum = 0, sum2 = 0;
+    double sum = 0;
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         if (a[i] > u) {
             sum += a[i] - u;
-            sum2 += (a[i] - u) * (a[i] - u);
             m++;
         }
     }
     t->u = u;
     t->sigma = m ? sum / (double)m : 0;
-    t->xi = 0;
-    if (k->xi_max > 0 && m >= 5) {
-        double mean = sum / (double)m;
-        double var = sum2 / (double)m - mean * mean;
-        if (var > 0) {
-            double xi = 0.5 * (1 - mean * mean / var);
-            if (xi < 0)
-                xi = 0;
-            if (xi > k->xi_max)
-                xi = k->xi_max;
-            t->xi = xi;
-            t->sigma = mean * (1 - xi);
-        }
-    }
 }
 
 static void lk_fit(const lk_t *k, lk_state_t *s)
 {
     double buf[LK_HIST_MAX];
     for (int j = 0; j < k->nfeat; j++) {
-        s->ok[j] = 0;
-        if (s->fcount[j] < lk_need(k, s))
+        if (s->fcount[j] < LK_MIN_BLOCKS)
             continue;
         size_t n = lk_reference(k, s, s->hmax[j], s->fcount[j], 1, buf);
-        if (n < LK_MIN_BLOCKS)
-            continue;
-        s->ok[j] = 1;
         lk_fit_tail(k, buf, n, &s->up[j]);
         n = lk_reference(k, s, s->hmin[j], s->fcount[j], -1, buf);
         lk_fit_tail(k, buf, n, &s->down[j]);
@@ -405,9 +357,7 @@ static double lk_tail_l(const lk_t *k, const lk_tail_t *t, double f)
 {
     if (!(f > t->u))
         return 0;
-    double z = (f - t->u) / t->sigma;
-    double l = -log10(1 - k->q) +
-               (t->xi > 0 ? log10(1 + t->xi * z) / t->xi : z / log(10.0));
+    double l = -log10(1 - k->q) + (f - t->u) / (t->sigma * log(10.0));
     return l < LK_L_CAP ? l : LK_L_CAP;
 }
 
@@ -442,26 +392,13 @@ static int lk_season(const lk_t *k, lk_state_t *s, int64_t ts, int64_t dt, doubl
         a = 1.0 / s->slot_n[slot];
     if (outlier && valid)
         a *= LK_EPISODE_WEIGHT;
-    double r = x - s->prof[slot];
-    if (k->huber > 0 && s->slot_n[slot] > 1 && s->sdev[slot] > 0) {
-        double c = k->huber * s->sdev[slot];
-        double ar = fabs(r);
-        if (ar > c)
-            r = r > 0 ? c : -c;
-        s->sdev[slot] += a * ((ar < c ? ar : c) - s->sdev[slot]);
-    } else if (k->huber > 0) {
-        s->sdev[slot] = s->slot_n[slot] > 1 ? fabs(r) : 0;
-    }
-    s->prof[slot] += a * r;
+    s->prof[slot] += a * (x - s->prof[slot]);
     return valid;
 }
 
 /* Fold the features of one point into the current block; push the block when it is full. */
-static void lk_remember(const lk_t *k, lk_state_t *s, const double *f, const int *valid,
-                        int flagged)
+static void lk_remember(const lk_t *k, lk_state_t *s, const double *f, const int *valid)
 {
-    if (s->in_block == 0 || flagged)
-        s->cur_flag = (uint8_t)flagged;
     for (int j = 0; j < k->nfeat; j++) {
         if (s->in_block == 0 || f[j] > s->bmax[j])
             s->bmax[j] = f[j];
@@ -471,21 +408,14 @@ static void lk_remember(const lk_t *k, lk_state_t *s, const double *f, const int
     }
     if (++s->in_block < (uint32_t)k->stride)
         return;
-    s->bflag[s->hhead] = 0;
-    if (s->cur_flag) {
-        s->bflag[s->hhead] = (uint8_t)(s->ep_blocks % LK_KEEP != 0);
-        s->ep_blocks++;
-    }
     for (int j = 0; j < k->nfeat; j++) {
         s->hmax[j][s->hhead] = (float)s->bmax[j];
         s->hmin[j][s->hhead] = (float)s->bmin[j];
         /* A feature's reference is its newest run of valid blocks. */
         if (!s->bvalid[j])
             s->fcount[j] = 0;
-        else if (s->fcount[j] < k->history)
-            ++s->fcount[j];
-        if (!s->ok[j] && s->fcount[j] >= lk_need(k, s))
-            s->fitted = 0; /* the feature may be judged from now on: fit it before that */
+        else if (s->fcount[j] < k->history && ++s->fcount[j] == LK_MIN_BLOCKS)
+            s->fitted = 0; /* the feature is judged from now on: fit it before that */
     }
     s->in_block = 0;
     s->hhead = (uint16_t)((s->hhead + 1) % k->history);
@@ -494,21 +424,14 @@ static void lk_remember(const lk_t *k, lk_state_t *s, const double *f, const int
     s->since_fit = (uint16_t)(s->since_fit + (k->stride < LK_REFIT ? k->stride : LK_REFIT));
 }
 
-/* A persistent deviation is a new regime: the reference restarts from the episode's blocks. */
+/* A persistent deviation is a new regime: the episode ends and every feature's reference
+ * restarts empty, to be judged again once it has LK_MIN_BLOCKS blocks of the new regime. */
 static void lk_rebase(const lk_t *k, lk_state_t *s)
 {
-    size_t h = (size_t)k->history;
-    uint32_t keep = s->ep_blocks;
-    if (getenv("LK_DEBUG"))
-        fprintf(stderr, "rebase n=%llu blocks=%u\n", (unsigned long long)s->n - 1, keep);
-    for (uint32_t i = 1; i <= keep && i <= h; i++)
-        s->bflag[(s->hhead + h - i) % h] = 0;
     for (int j = 0; j < k->nfeat; j++)
-        if (s->fcount[j] > keep)
-            s->fcount[j] = (uint16_t)keep;
+        s->fcount[j] = 0;
     s->in_episode = 0;
     s->normal_run = 0;
-    s->rebased = 1;
     s->fitted = 0;
 }
 
@@ -544,14 +467,6 @@ static void lk_step(const lk_t *k, lk_state_t *s, int64_t ts, double x, sn_verdi
         f[j] = sum / len;
         valid[j] = 1;
     }
-    if (k->spread >= 0) {
-        int len = k->spread_k < s->vcount - 1 ? k->spread_k : s->vcount - 1;
-        double sum = 0;
-        for (int i = 1; i <= len; i++)
-            sum += fabs(lk_recent(s, i) - lk_recent(s, i + 1));
-        f[k->spread] = len > 0 ? sum / len : 0;
-        valid[k->spread] = len > 0;
-    }
     if (k->season >= 0) {
         valid[k->season] = lk_season(k, s, ts, dt, x, s->in_episode, &f[k->season]);
         if (valid[k->season])
@@ -562,24 +477,20 @@ static void lk_step(const lk_t *k, lk_state_t *s, int64_t ts, double x, sn_verdi
     for (int j = 0; j < k->nfeat; j++)
         f[j] = (double)(float)f[j];
     double l = 0;
-    int tests = 0, dbg_j = 0, dbg_side = 0;
+    int tests = 0;
     if (s->n > (uint64_t)k->min_history) {
         if (!s->fitted || s->since_fit >= LK_REFIT)
             lk_fit(k, s);
         for (int j = 0; j < k->nfeat; j++) {
-            if (!valid[j] || !s->ok[j])
+            if (!valid[j] || s->fcount[j] < LK_MIN_BLOCKS)
                 continue;
-            if (k->direction != LK_DOWN && !(j == k->spread && k->spread_side < 0)) {
+            if (k->direction != LK_DOWN) {
                 double lj = lk_tail_l(k, &s->up[j], f[j]);
-                if (lj > l)
-                    dbg_j = j, dbg_side = 1;
                 l = lj > l ? lj : l;
                 tests++;
             }
-            if (k->direction != LK_UP && !(j == k->spread && k->spread_side > 0)) {
+            if (k->direction != LK_UP) {
                 double lj = lk_tail_l(k, &s->down[j], -f[j]);
-                if (lj > l)
-                    dbg_j = j, dbg_side = -1;
                 l = lj > l ? lj : l;
                 tests++;
             }
@@ -589,11 +500,6 @@ static void lk_step(const lk_t *k, lk_state_t *s, int64_t ts, double x, sn_verdi
             l = 0;
     }
     int hit = tests > 0 && l >= k->threshold;
-    if (hit && !s->in_episode && getenv("LK_DEBUG")) {
-        const lk_tail_t *t = dbg_side > 0 ? &s->up[dbg_j] : &s->down[dbg_j];
-        fprintf(stderr, "onset n=%llu feat=%d side=%d f=%g u=%g sigma=%g xi=%g L=%.2f\n",
-                (unsigned long long)s->n - 1, dbg_j, dbg_side, f[dbg_j], t->u, t->sigma, t->xi, l);
-    }
 
     if (out) {
         out->expected = expected;
@@ -609,7 +515,6 @@ static void lk_step(const lk_t *k, lk_state_t *s, int64_t ts, double x, sn_verdi
                 out->anomalous = 1;
             s->ep_age = 0;
             s->ep_hits = 0;
-            s->ep_blocks = 0;
         }
         s->in_episode = 1;
         s->normal_run = 0;
@@ -617,25 +522,15 @@ static void lk_step(const lk_t *k, lk_state_t *s, int64_t ts, double x, sn_verdi
         s->in_episode = 0;
         s->normal_run = 0;
     }
-    if (s->in_episode) {
+    if (s->in_episode && s->ep_age < UINT32_MAX) { /* saturates: an episode may last for ever */
         s->ep_age++;
         s->ep_hits += (uint32_t)hit;
     }
-    if (k->bf) {
-        lk_remember(k, s, f, valid, s->in_episode);
-        if (k->regime > 0 && s->in_episode && s->ep_age >= (uint32_t)k->regime &&
-            2 * s->ep_hits >= s->ep_age)
-            lk_rebase(k, s);
-    } else {
-        int wh = k->whit ? hit : s->in_episode;
-        if (!wh || ++s->withheld % (uint32_t)k->keep == 0)
-            lk_remember(k, s, f, valid, 0);
-        if (k->regime > 0 && s->in_episode && s->ep_age >= (uint32_t)k->regime &&
-            2 * s->ep_hits >= s->ep_age) {
-            s->ep_blocks = 0;
-            lk_rebase(k, s);
-        }
-    }
+    if (!s->in_episode || ++s->withheld % LK_KEEP == 0)
+        lk_remember(k, s, f, valid);
+    if (s->in_episode && k->rebase > 0 && s->ep_age >= (uint64_t)k->rebase &&
+        2 * (uint64_t)s->ep_hits >= s->ep_age)
+        lk_rebase(k, s);
     s->mean += LK_MEAN_ALPHA * (x - s->mean);
 }
 
