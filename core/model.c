@@ -80,6 +80,9 @@ static const sn_param_t executor_params[] = {
     {"failure_threshold", SN_T_DOUBLE, "0.10", 0, "failure rate that opens the circuit breaker"},
     {"breaker_min_calls", SN_T_INT, "5", 0, "calls in the window before the breaker can open"},
     {"breaker_cooldown", SN_T_DURATION, "600", 0, "open breaker -> half-open after this"},
+    {"rollback_on_failure", SN_T_BOOL, "true", 0,
+     "when an action of a plan fails, roll back the actions of that attempt that ran, in "
+     "reverse order, before the incident moves on"},
     {NULL, 0, NULL, 0, NULL},
 };
 
@@ -272,6 +275,7 @@ static void check_executor(sn_model_t *m, sn_instance_t *in, const sn_conf_secti
     p->failure_threshold = sn_cfg_double(in->cfg, "failure_threshold");
     p->breaker_min_calls = sn_cfg_int(in->cfg, "breaker_min_calls");
     p->breaker_cooldown_ms = sn_cfg_int(in->cfg, "breaker_cooldown");
+    p->rollback_on_failure = sn_cfg_bool(in->cfg, "rollback_on_failure");
     const sn_conf_kv_t *allow = sn_conf_get(sec, "allow");
     int line = allow ? allow->line : sec->line;
     for (size_t i = 0; p->allow && p->allow[i]; i++) {

@@ -17,6 +17,7 @@ typedef struct sn_exec_policy {
     double failure_threshold;
     int64_t breaker_min_calls;
     int64_t breaker_cooldown_ms;
+    int rollback_on_failure;
 } sn_exec_policy_t;
 
 typedef struct sn_instance {

@@ -990,9 +990,31 @@ static void exec_next(exec_ctx_t *x)
     exec_finish(x);
 }
 
+static void start_rollback(exec_ctx_t *x, const char *why);
+
 static void exec_finish(exec_ctx_t *x)
 {
     sn_incident_t *inc = x->inc;
+    if (x->failed && !x->list && x->lv->in->policy.rollback_on_failure) {
+        /* A plan stops at its first failure; what already ran of this attempt is undone, last
+         * first, so the system is left as it was found. */
+        json_t *list = json_array();
+        int64_t attempt = attempt_of(inc);
+        size_t i;
+        json_t *r;
+        json_array_foreach(json_object_get(inc->doc, "executions"), i, r)
+        {
+            if (json_integer_value(json_object_get(r, "attempt")) == attempt &&
+                strcmp(json_string_value(json_object_get(r, "state")), "done") == 0)
+                json_array_append(list, r);
+        }
+        if (json_array_size(list) > 0) {
+            x->list = list;
+            start_rollback(x, "an action of the plan failed");
+            return;
+        }
+        json_decref(list);
+    }
     int node = x->node;
     int failed = x->failed;
     pending_exec(inc, NULL, 1);
@@ -1095,7 +1117,9 @@ static void start_rollback(exec_ctx_t *x, const char *why)
 {
     sn_incident_t *inc = x->inc;
     sn_incident_set_state(inc, "rolling_back");
-    sn_incident_event(inc, "verify", "verification_failed", "%s: rolling back", why);
+    sn_incident_event(inc, node_name(inc, x->node),
+                      strstr(why, "failed") ? "rolling_back" : "verification_failed",
+                      "%s: rolling back", why);
     x->rollback_pos = (int)json_array_size(x->list) - 1;
     rollback_next(x);
 }
