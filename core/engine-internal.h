@@ -231,6 +231,8 @@ int sn_auditlog_append(sn_engine_t *e, const char *actor, const char *action, co
 int sn_auditlog_idle(sn_engine_t *e);
 
 /* engine.c helpers */
+/** Incidents with a step or checkpoint in flight. */
+int sn_engine_busy_incidents(const sn_engine_t *e);
 #define SN_START_KINDS 7
 /** Kinds in start order: stores first, inputs last (stop runs it backwards). */
 extern const sn_kind_t sn_engine_start_order[SN_START_KINDS];

@@ -406,11 +406,6 @@ const sn_kind_t sn_engine_start_order[SN_START_KINDS] = {
     SN_STORE, SN_EMBEDDER, SN_ANALYZER, SN_EXECUTOR, SN_NOTIFIER, SN_DETECTOR, SN_INPUT};
 #define start_order sn_engine_start_order
 
-static int in_graph(sn_engine_t *e, const char *name)
-{
-    return sn_graph_node(e->model->graph, name) >= 0;
-}
-
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -442,7 +437,7 @@ static int start_telemetry(sn_engine_t *e)
     size_t n = 0;
     for (size_t i = 0; i < e->nlive && n < 32; i++) {
         sn_live_t *lv = e->live[i];
-        if (lv->in->kind != SN_DETECTOR || !in_graph(e, lv->in->name))
+        if (lv->in->kind != SN_DETECTOR || !sn_model_in_graph(e->model, lv->in->name))
             continue;
         dets[n].name = lv->in->name;
         dets[n].ops = lv->in->mod->plugin->ops;
@@ -547,10 +542,10 @@ static void stop_plugins(sn_engine_t *e)
     stopped_one(e, 0, NULL);
 }
 
-static int busy_incidents(sn_engine_t *e)
+int sn_engine_busy_incidents(const sn_engine_t *e)
 {
     int n = 0;
-    for (sn_incident_t *i = e->incidents; i; i = i->next)
+    for (const sn_incident_t *i = e->incidents; i; i = i->next)
         n += i->busy;
     return n;
 }
@@ -562,7 +557,7 @@ static void drain_poll(evutil_socket_t fd, short what, void *arg)
     sn_engine_t *e = arg;
     static const struct timeval tv = {0, 50000};
     int64_t left = e->model->set.drain_timeout_ms - (sn_mono_ms() - e->drain_started);
-    if ((busy_incidents(e) || !sn_auditlog_idle(e) || !sn_outbox_idle(e)) && left > 0) {
+    if ((sn_engine_busy_incidents(e) || !sn_auditlog_idle(e) || !sn_outbox_idle(e)) && left > 0) {
         event_add(e->drain_timer, &tv);
         return;
     }
@@ -570,7 +565,7 @@ static void drain_poll(evutil_socket_t fd, short what, void *arg)
         sn_log(SN_LOG_WARN, NULL, NULL, NULL,
                "drain deadline reached with %d incident step(s) in flight: they resume at "
                "their last checkpoint",
-               busy_incidents(e));
+               sn_engine_busy_incidents(e));
     stop_plugins(e);
     struct timeval dl = {1, 0};
     event_base_loopexit(sn_runtime_base(e->rt), &dl); /* bound plugin stops too */

@@ -424,3 +424,8 @@ sn_instance_t *sn_model_first(const sn_model_t *m, sn_kind_t kind)
             return &m->inst[i];
     return NULL;
 }
+
+int sn_model_in_graph(const sn_model_t *m, const char *name)
+{
+    return m->graph && sn_graph_node(m->graph, name) >= 0;
+}

@@ -84,6 +84,8 @@ typedef struct sn_model {
 sn_model_t *sn_model_build(sn_conf_t *conf, sn_loader_t *loader, sn_diag_t *d);
 void sn_model_free(sn_model_t *m);
 sn_instance_t *sn_model_find(const sn_model_t *m, const char *name);
+/** True when instance @p name is a node of the pipeline graph. */
+int sn_model_in_graph(const sn_model_t *m, const char *name);
 /** First instance of @p kind, or NULL. */
 sn_instance_t *sn_model_first(const sn_model_t *m, sn_kind_t kind);
 /** The [sentinel] keys, for --describe and the docs. */

@@ -44,11 +44,6 @@ static int same_str(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-static int in_graph(const sn_model_t *m, const char *name)
-{
-    return m->graph && sn_graph_node(m->graph, name) >= 0;
-}
-
 static int carried(const sn_instance_t *a, const sn_instance_t *b)
 {
     return a->kind == b->kind && strcmp(a->name, b->name) == 0 && strcmp(a->type, b->type) == 0 &&
@@ -89,7 +84,8 @@ static int needs_restart(const sn_engine_t *e, const sn_model_t *m, char *why, s
                 continue;
             const sn_instance_t *other = sn_model_find(b, in->name);
             if (!other || !carried(in, other) ||
-                (in->kind == SN_DETECTOR && in_graph(a, in->name) != in_graph(b, in->name))) {
+                (in->kind == SN_DETECTOR &&
+                 sn_model_in_graph(a, in->name) != sn_model_in_graph(b, in->name))) {
                 snprintf(why, cap, "[%s] %s", in->label,
                          !other ? (pass ? "added" : "removed") : "changed");
                 return 1;
@@ -176,14 +172,6 @@ static void inherit_safety(sn_live_t *to, const sn_live_t *from)
     b.count = from->breaker.count;
     b.opened_at = from->breaker.opened_at;
     to->breaker = b;
-}
-
-static int busy_incidents(const sn_engine_t *e)
-{
-    int n = 0;
-    for (const sn_incident_t *i = e->incidents; i; i = i->next)
-        n += i->busy;
-    return n;
 }
 
 static void audit_result(sn_engine_t *e, const char *result, json_t *extra)
@@ -375,7 +363,7 @@ void sn_reload_tick(sn_engine_t *e)
 {
     if (!e->reload_pending || e->shutting_down)
         return;
-    int busy = busy_incidents(e);
+    int busy = sn_engine_busy_incidents(e);
     if (busy) {
         int64_t waited = sn_mono_ms() - e->reload_since;
         if (waited >= 5000 && waited < 5250)
