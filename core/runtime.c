@@ -329,6 +329,41 @@ static void h_metric(const sn_host_t *h, sn_metric_kind_t kind, const char *name
     sn_metric(rt, kind, name, help, labels, v);
 }
 
+/** Render the instance label and @p pairs as one label set; 0, or -1 when a pair is refused. */
+static int render_labels(const char *instance, const char *const *pairs, char *out, size_t cap)
+{
+    size_t o = 0;
+    char esc[512];
+    out[0] = '\0';
+    if (instance) {
+        sn_metric_escape(esc, sizeof(esc), instance);
+        o = (size_t)snprintf(out, cap, "instance=\"%s\"", esc);
+    }
+    for (size_t i = 0; pairs && pairs[i]; i += 2) {
+        if (i / 2 >= SN_METRIC_MAX_LABELS || !pairs[i + 1] || strcmp(pairs[i], "instance") == 0)
+            return -1;
+        sn_metric_escape(esc, sizeof(esc), pairs[i + 1]);
+        int n = snprintf(out + o, cap - o, "%s%s=\"%s\"", o ? "," : "", pairs[i], esc);
+        if (n < 0 || (size_t)n >= cap - o)
+            return -1;
+        o += (size_t)n;
+    }
+    return 0;
+}
+
+static void h_metric_labels(const sn_host_t *h, sn_metric_kind_t kind, const char *name,
+                            const char *help, const char *const *labels, double v)
+{
+    sn_runtime_t *rt = host_rt(h);
+    if (!rt)
+        return;
+    char set[2048];
+    /* A refused set still reaches sn_metric as a malformed one, so it is counted as invalid. */
+    if (render_labels(h->instance, labels, set, sizeof(set)) != 0)
+        snprintf(set, sizeof(set), "=");
+    sn_metric(rt, kind, name, help, set, v);
+}
+
 static int h_offload(const sn_host_t *h, void (*work)(void *), void (*done)(void *), void *arg)
 {
     sn_runtime_t *rt = host_rt(h);
@@ -483,6 +518,7 @@ void sn_host_fill(sn_runtime_t *rt, sn_host_t *h, const char *instance)
     }
     h->log = h_log;
     h->metric = h_metric;
+    h->metric_labels = h_metric_labels;
     h->parse_time = h_parse_time;
     h->cfg_str = sn_cfg_str;
     h->cfg_int = sn_cfg_int;

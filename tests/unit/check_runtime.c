@@ -68,6 +68,9 @@ START_TEST(host_fill_sets_every_field)
     ck_assert(SN_HOST_HAS(&h, req_header));
     ck_assert(SN_HOST_HAS(&h, req_reply));
     ck_assert(SN_HOST_HAS(&h, decide));
+    ck_assert(SN_HOST_HAS(&h, parse_time));
+    ck_assert(SN_HOST_HAS(&h, emit_lines_acked));
+    ck_assert(SN_HOST_HAS(&h, metric_labels));
     int64_t now = h.now_ms(&h);
     ck_assert_int_gt(now, 1700000000000LL);
     ck_assert_int_ge(h.mono_ms(&h), 0);
@@ -171,6 +174,56 @@ START_TEST(host_metric_adds_instance_label)
     char *text = sn_metrics_render(rt);
     ck_assert_ptr_nonnull(
         strstr(text, "sentinel_points_total{instance=\"detector:we\\\"ird\"} 5\n"));
+    free(text);
+    sn_runtime_free(rt);
+}
+END_TEST
+
+START_TEST(host_metric_labels_add_pairs_after_instance)
+{
+    sn_runtime_t *rt = sn_runtime_new(1);
+    sn_host_t h, lh;
+    sn_host_fill(rt, &h, "input:kafka");
+    sn_host_fill(rt, &lh, NULL);
+    const char *p3[] = {"topic", "orders", "partition", "3", NULL};
+    const char *p4[] = {"topic", "orders", "partition", "4", NULL};
+    const char *quoted[] = {"provider", "a\"b\\c\nd", NULL};
+    h.metric_labels(&h, SN_METRIC_GAUGE, "kafka_consumer_lag", "Lag.", p3, 10);
+    h.metric_labels(&h, SN_METRIC_GAUGE, "kafka_consumer_lag", "Lag.", p4, 20);
+    h.metric_labels(&h, SN_METRIC_GAUGE, "kafka_consumer_lag", "Lag.", p3, 7);
+    h.metric_labels(&h, SN_METRIC_COUNTER, "llm_tokens_total", "Tokens.", quoted, 5);
+    lh.metric_labels(&lh, SN_METRIC_COUNTER, "loader_loads_total", "Loads.", p3, 1);
+    h.metric_labels(&h, SN_METRIC_COUNTER, "no_labels_total", "None.", NULL, 2);
+    ck_assert(sn_metric_value(rt, "kafka_consumer_lag",
+                              "instance=\"input:kafka\",topic=\"orders\",partition=\"3\"") == 7);
+    ck_assert(sn_metric_value(rt, "kafka_consumer_lag",
+                              "instance=\"input:kafka\",topic=\"orders\",partition=\"4\"") == 20);
+    ck_assert(sn_metric_value(rt, "loader_loads_total", "topic=\"orders\",partition=\"3\"") == 1);
+    ck_assert(sn_metric_value(rt, "no_labels_total", "instance=\"input:kafka\"") == 2);
+    char *text = sn_metrics_render(rt);
+    ck_assert_ptr_nonnull(strstr(
+        text,
+        "sentinel_llm_tokens_total{instance=\"input:kafka\",provider=\"a\\\"b\\\\c\\nd\"} 5\n"));
+    free(text);
+
+    /* Refused: the reserved instance label, a missing value, a bad name, too many pairs. */
+    const char *reserved[] = {"instance", "x", NULL};
+    const char *odd[] = {"topic", NULL};
+    const char *badname[] = {"9topic", "x", NULL};
+    const char *many[2 * SN_METRIC_MAX_LABELS + 3];
+    for (size_t i = 0; i < SN_METRIC_MAX_LABELS + 1; i++) {
+        many[2 * i] = "l";
+        many[2 * i + 1] = "v";
+    }
+    many[2 * SN_METRIC_MAX_LABELS + 2] = NULL;
+    double before = sn_metric_value(rt, "metrics_invalid_total", NULL);
+    h.metric_labels(&h, SN_METRIC_COUNTER, "refused_total", "R.", reserved, 1);
+    h.metric_labels(&h, SN_METRIC_COUNTER, "refused_total", "R.", odd, 1);
+    h.metric_labels(&h, SN_METRIC_COUNTER, "refused_total", "R.", badname, 1);
+    h.metric_labels(&h, SN_METRIC_COUNTER, "refused_total", "R.", many, 1);
+    ck_assert(sn_metric_value(rt, "metrics_invalid_total", NULL) == before + 4);
+    text = sn_metrics_render(rt);
+    ck_assert_ptr_null(strstr(text, "sentinel_refused_total"));
     free(text);
     sn_runtime_free(rt);
 }
@@ -608,6 +661,7 @@ static Suite *runtime_suite(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, host_fill_sets_every_field);
+    tcase_add_test(tc, host_metric_labels_add_pairs_after_instance);
     tcase_add_test(tc, host_without_hooks_answers_enotsup);
     tcase_add_test(tc, host_forwards_to_hooks_with_instance);
     tcase_add_test(tc, host_metric_adds_instance_label);

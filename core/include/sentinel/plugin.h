@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define SN_ABI_MAJOR 1 /**< a different major is refused at load */
-#define SN_ABI_MINOR 2 /**< append-only growth within a major */
+#define SN_ABI_MINOR 3 /**< append-only growth within a major */
 
 #if defined(__GNUC__)
 #define SN_EXPORT __attribute__((visibility("default")))
@@ -286,7 +286,21 @@ struct sn_host {
      * not commit). Not called when the return value is negative. Thread: any. */
     int (*emit_lines_acked)(const sn_host_t *h, const char *buf, size_t len, const char *origin,
                             sn_done_fn done, void *arg);
+
+    /* ---- ABI 1.3 ---- */
+    /** metric() with labels of the plugin's own beside the instance label: @p labels is a
+     * NULL-terminated array of name, value pairs, e.g. {"partition", "3", NULL}. The host
+     * escapes the values. A label named "instance", a malformed name, a NULL value or more than
+     * SN_METRIC_MAX_LABELS pairs refuses the update (counted in
+     * sentinel_metrics_invalid_total). Each distinct label set is a series of its own and the
+     * registry is bounded, so keep label values to a small known set (providers, partitions),
+     * never request or incident ids. Thread: any. */
+    void (*metric_labels)(const sn_host_t *h, sn_metric_kind_t kind, const char *name,
+                          const char *help, const char *const *labels, double v);
 };
+
+/** Most label pairs metric_labels() takes besides the instance label. */
+#define SN_METRIC_MAX_LABELS 8
 
 /** True when the host table offers @p field (a newer host may have more, never fewer). */
 #define SN_HOST_HAS(h, field)                                                                      \
