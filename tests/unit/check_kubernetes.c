@@ -1201,14 +1201,15 @@ END_TEST
 static void write_tls_kubeconfig(kx_t *f, const char *name, const char *cluster_extra,
                                  const char *user)
 {
-    char path[128], text[8192];
+    char path[128], text[16384];
     snprintf(path, sizeof(path), "%s/%s", f->dir, name);
-    snprintf(text, sizeof(text),
-             "apiVersion: v1\nkind: Config\ncurrent-context: t\nclusters:\n- name: d\n"
-             "  cluster:\n    server: https://127.0.0.1:%d\n%s"
-             "contexts:\n- name: t\n  context: {cluster: d, user: u}\n"
-             "users:\n- name: u\n  user:\n%s",
-             f->port, cluster_extra, user);
+    int n = snprintf(text, sizeof(text),
+                     "apiVersion: v1\nkind: Config\ncurrent-context: t\nclusters:\n- name: d\n"
+                     "  cluster:\n    server: https://127.0.0.1:%d\n%s"
+                     "contexts:\n- name: t\n  context: {cluster: d, user: u}\n"
+                     "users:\n- name: u\n  user:\n%s",
+                     f->port, cluster_extra, user);
+    ck_assert(n > 0 && (size_t)n < sizeof(text));
     write_file(path, text);
 }
 
@@ -1231,7 +1232,7 @@ START_TEST(tls_verifies_the_api_server)
     sn_action_t a = act("rollout_restart", "deployment/shop/checkout", "t:0:0", NULL, 0);
     sn_result_t r;
     sn_err_t err = {{0}};
-    char settings[512], cluster[4096], path[128];
+    char settings[512], cluster[8192 + 64], path[128];
 
     /* The cluster CA from a file next to the kubeconfig: verified, authenticated. */
     write_tls_kubeconfig(&f, "kc-ca", "    certificate-authority: ca.crt\n",
