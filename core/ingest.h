@@ -27,6 +27,7 @@ typedef struct sn_ingest_limits {
     size_t max_line;
     size_t max_labels;
     size_t max_label_len;
+    int jansson_only; /**< tests: read every line with jansson, never the fast path */
 } sn_ingest_limits_t;
 enum {
     SN_IR_JSON,
@@ -49,6 +50,11 @@ int sn_ingest_parse(const char *buf, size_t len, const char *origin, const sn_in
                     sn_record_fn cb, void *arg, sn_ingest_stats_t *stats, sn_diag_t *errs,
                     size_t max_errors);
 const char *sn_ingest_reason_name(int reason);
+/* ingest_fast.c: read @p line (a mutable copy, terminated in place) as a flat point; 1 with
+ * @p rec filled exactly as the jansson path would fill it, or 0 when the line is not of that
+ * shape (the caller then reads it with jansson). @p labels holds lim->max_labels entries. */
+int sn_ingest_fast_point(char *line, size_t n, const sn_ingest_limits_t *lim, sn_record_t *rec,
+                         sn_label_t *labels);
 /* Valid records go to cb in order (pointers borrowed for the call); each bad line is counted
  * by reason and, for the first max_errors, described in errs as
  * "<origin>: line N: field 'value': not a finite number". Thread: any. */

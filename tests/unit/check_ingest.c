@@ -663,6 +663,163 @@ START_TEST(reason_names)
 }
 END_TEST
 
+/* ---- the fast path against the jansson path ------------------------------------------------ */
+
+/* Parse @p line both ways (fast path allowed, jansson only) and require the same outcome: the
+ * same counts by reason and, for an accepted line, the same record, value bits included. */
+static void same_both_ways(const char *line, size_t n, const sn_ingest_limits_t *base)
+{
+    static got_t fast, slow;
+    sn_ingest_stats_t sf = {0}, ss = {0};
+    sn_ingest_limits_t lf = base ? *base : (sn_ingest_limits_t){0};
+    sn_ingest_limits_t ls = lf;
+    lf.jansson_only = 0;
+    ls.jansson_only = 1;
+    memset(&fast, 0, sizeof(fast));
+    memset(&slow, 0, sizeof(slow));
+    sn_ingest_parse(line, n, "t", &lf, collect, &fast, &sf, NULL, 0);
+    sn_ingest_parse(line, n, "t", &ls, collect, &slow, &ss, NULL, 0);
+    ck_assert_msg(sf.accepted == ss.accepted && sf.rejected == ss.rejected &&
+                      memcmp(sf.by_reason, ss.by_reason, sizeof(sf.by_reason)) == 0,
+                  "outcome differs for [%.*s]: fast %zu/%zu, jansson %zu/%zu", (int)n, line,
+                  sf.accepted, sf.rejected, ss.accepted, ss.rejected);
+    ck_assert_uint_eq(fast.n, slow.n);
+    for (size_t i = 0; i < fast.n; i++) {
+        const got_rec_t *a = &fast.r[i], *b = &slow.r[i];
+        ck_assert_msg(a->type == b->type && a->ts_ms == b->ts_ms &&
+                          memcmp(&a->value, &b->value, sizeof(double)) == 0 &&
+                          strcmp(a->metric, b->metric) == 0 && a->series == b->series &&
+                          a->nlabels == b->nlabels && a->line == b->line,
+                      "record differs for [%.*s]: ts %lld/%lld value %.17g/%.17g metric %s/%s",
+                      (int)n, line, (long long)a->ts_ms, (long long)b->ts_ms, a->value, b->value,
+                      a->metric, b->metric);
+        for (size_t k = 0; k < a->nlabels && k < 8; k++) {
+            ck_assert_str_eq(a->names[k], b->names[k]);
+            ck_assert_str_eq(a->values[k], b->values[k]);
+        }
+    }
+}
+
+static const char *const edge_lines[] = {
+    "{\"ts\":1795600800000,\"metric\":\"m\",\"value\":1}",
+    "  { \"value\" : -0 , \"labels\" : { } , \"metric\" : \"a:b.c_9\" , \"ts\" : 0 }  ",
+    "{\"metric\":\"m\",\"ts\":1795600800000,\"value\":12.5,\"labels\":{\"z\":\"1\",\"a\":\"2\","
+    "\"m\":\"\"}}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":0.1}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":3.14159265358979323846}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":123.456e-7}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1E22}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1e23}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1.7976931348623157e308}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":4.9e-324}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":2.5e-400}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1e400}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":-1e400}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":123456789012345678901234567890}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":0.000000000000000000000000001}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":999999999999999}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":9999999999999999}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":01}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1.}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":.5}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1e}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":+1}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":\"1\"}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":null}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":NaN}",
+    "{\"ts\":-1,\"metric\":\"m\",\"value\":1}",
+    "{\"ts\":9007199254740993,\"metric\":\"m\",\"value\":1}",
+    "{\"ts\":99999999999999999999,\"metric\":\"m\",\"value\":1}",
+    "{\"ts\":1.5e12,\"metric\":\"m\",\"value\":1}",
+    "{\"ts\":\"2026-11-25T10:00:00.250Z\",\"metric\":\"m\",\"value\":1}",
+    "{\"ts\":\"yesterday\",\"metric\":\"m\",\"value\":1}",
+    "{\"metric\":\"m\",\"value\":1}",
+    "{\"ts\":1,\"value\":1}",
+    "{\"ts\":1,\"metric\":\"m\"}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,\"ts\":2}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,\"labels\":{\"a\":\"1\",\"a\":\"2\"}}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,\"labels\":{\"a\":1}}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,\"labels\":{\"1a\":\"x\"}}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,\"labels\":{\"a\":\"caf\\u00e9\"}}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,\"labels\":{\"a\":\"caf\xc3\xa9\"}}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,\"labels\":{\"a\":\"q\\\"uote\"}}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,\"labels\":[]}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,\"labels\":{\"a\":\"x\",}}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1} x",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1}}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,\"extra\":true}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,\"log\":\"x\"}",
+    "{\"ts\":1,\"metric\":\"9m\",\"value\":1}",
+    "{\"ts\":1,\"metric\":\"\",\"value\":1}",
+    "{\"ts\":1,\"metric\":\"m-x\",\"value\":1}",
+    "{\"ts\":1,\"metric\":7,\"value\":1}",
+    "{\"ts\":1,\"log\":\"disk full\",\"level\":\"error\"}",
+    "{\"ts\":1,\"change\":\"deploy\",\"labels\":{\"service\":\"api\"}}",
+    "[1,2,3]",
+    "{",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,\"labels\":{\"a\":\"12345\"}}",
+    "{\"ts\":1,\"metric\":\"m\",\"value\":1,\"labels\":{\"a\":\"1\",\"b\":\"2\",\"c\":\"3\"}}",
+};
+
+START_TEST(fast_path_agrees_on_edge_lines)
+{
+    sn_ingest_limits_t tight = {.max_line = 4096, .max_labels = 2, .max_label_len = 4};
+    for (size_t i = 0; i < sizeof(edge_lines) / sizeof(*edge_lines); i++) {
+        same_both_ways(edge_lines[i], strlen(edge_lines[i]), NULL);
+        same_both_ways(edge_lines[i], strlen(edge_lines[i]), &tight);
+    }
+}
+END_TEST
+
+/* Random edits of valid lines: whatever the fast path accepts, jansson accepts identically. */
+START_TEST(fast_path_agrees_on_mutated_lines)
+{
+    static const char alphabet[] = "{}[]:,\"\\ -+.eE0123456789abcmtsvlu\t\x01\xc3\xa9";
+    uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    size_t fast_accepted = 0;
+    for (int iter = 0; iter < 40000; iter++) {
+        const char *base = edge_lines[iter % 3];
+        char line[512];
+        size_t n = strlen(base);
+        memcpy(line, base, n);
+        int edits = 1 + (int)(iter % 3);
+        for (int e = 0; e < edits; e++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            size_t at = (size_t)(seed >> 33) % n;
+            char ch = alphabet[(seed >> 20) % (sizeof(alphabet) - 1)];
+            switch ((seed >> 12) % 3) {
+            case 0: /* replace */
+                line[at] = ch;
+                break;
+            case 1: /* insert */
+                if (n + 1 < sizeof(line)) {
+                    memmove(line + at + 1, line + at, n - at);
+                    line[at] = ch;
+                    n++;
+                }
+                break;
+            default: /* delete */
+                if (n > 1) {
+                    memmove(line + at, line + at + 1, n - at - 1);
+                    n--;
+                }
+            }
+        }
+        same_both_ways(line, n, NULL);
+        sn_record_t rec;
+        sn_label_t labels[64];
+        sn_ingest_limits_t lim = {65536, 32, 256, 0};
+        char copy[512];
+        memcpy(copy, line, n);
+        fast_accepted += (size_t)sn_ingest_fast_point(copy, n, &lim, &rec, labels);
+    }
+    /* The edits leave many lines valid: the comparison covered the fast path, not only
+     * declines. */
+    ck_assert_uint_gt(fast_accepted, 1000);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ingest");
@@ -690,6 +847,11 @@ int main(void)
     tcase_add_test(tc, max_errors_bounds_descriptions_not_counts);
     tcase_add_test(tc, crlf_and_last_line_without_newline);
     tcase_add_test(tc, empty_body);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("fast_path");
+    tcase_add_test(tc, fast_path_agrees_on_edge_lines);
+    tcase_add_test(tc, fast_path_agrees_on_mutated_lines);
+    tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
