@@ -73,8 +73,10 @@ try:
     # Survives a restart; expiry is audited; expiring twice is a conflict.
     d.stop()
     d.start()
-    ids = [s["id"] for s in d.wait_for(lambda: d.json("GET", "/v1/silences")[1]["silences"],
-                                       what="silences after the restart")]
+    # Each stored silence is read back by its own asynchronous load: wait for all three.
+    ids = [s["id"] for s in d.wait_for(
+        lambda: (lambda l: l if len(l) >= 3 else None)(d.json("GET", "/v1/silences")[1]["silences"]),
+        what="three silences after the restart")]
     check(sid in ids and len(ids) == 3, "silences survive a restart")
     out = ctl(d, "silence", "expire", sid)
     check(out.returncode == 0, "sentinelctl silence expire")
