@@ -65,6 +65,9 @@ void sn_incident_event(sn_incident_t *inc, const char *node, const char *event, 
         vsnprintf(detail, sizeof(detail), fmt, ap);
         va_end(ap);
     }
+    /* Byte bounds ("%.300s", the buffer) can cut a character in half, and plugins quote text
+     * from outside; jansson refuses invalid UTF-8, which would drop the entry silently. */
+    sn_utf8_scrub(detail);
     char ts[32];
     sn_format_time_ms(sn_now_ms(), ts);
     json_t *tl = json_object_get(inc->doc, "timeline");
