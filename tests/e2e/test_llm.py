@@ -77,9 +77,10 @@ def llm_timeline(doc):
     return [t for t in doc["timeline"] if t.get("node") == "llm"]
 
 
-def metric(text, name):
+def metric(text, name, provider=None):
     for line in text.splitlines():
-        if line.startswith(name + "{") and 'instance="analyzer:llm"' in line:
+        if line.startswith(name + "{") and 'instance="analyzer:llm"' in line and (
+                provider is None or 'provider="%s"' % provider in line):
             return float(line.rsplit(" ", 1)[1])
     return None
 
@@ -141,7 +142,7 @@ try:
           "canned: one execution on checkout")
     check(metric(metrics, "sentinel_analyzer_llm_tokens_in_total") == 2700.0,
           "canned: /metrics counts input tokens")
-    check(metric(metrics, "sentinel_analyzer_llm_provider_p1_requests_total") == 2.0,
+    check(metric(metrics, "sentinel_analyzer_llm_provider_requests_total", "p1") == 2.0,
           "canned: /metrics counts requests per provider")
 finally:
     d.cleanup()

@@ -249,6 +249,14 @@ static double metric(fix_t *f, const char *name)
     return sn_metric_value(sn_harness_runtime(f->h), name, LLM_LABELS);
 }
 
+/* A per-provider counter: labelled with the provider beside the instance. */
+static double pmetric(fix_t *f, const char *name, const char *provider)
+{
+    char labels[128];
+    snprintf(labels, sizeof(labels), LLM_LABELS ",provider=\"%s\"", provider);
+    return sn_metric_value(sn_harness_runtime(f->h), name, labels);
+}
+
 #define P1 "provider = p1 kind=openai url=http://127.0.0.1:%P/p1/v1 model=gpt-test\n"
 #define P1_OPTS                                                                                    \
     "provider = p1 key=${env:SN_TEST_LLM_KEY} timeout=2s retries=0 price_in=0.15 "                 \
@@ -458,9 +466,9 @@ START_TEST(openai_request_shape_and_accounting)
     ck_assert(metric(&f, "analyzer_llm_tokens_in_total") == 1000.0);
     ck_assert(metric(&f, "analyzer_llm_tokens_out_total") == 500.0);
     ck_assert(fabs(metric(&f, "analyzer_llm_cost_usd_total") - 0.00045) < 1e-12);
-    ck_assert(metric(&f, "analyzer_llm_provider_p1_tokens_in_total") == 1000.0);
-    ck_assert(fabs(metric(&f, "analyzer_llm_provider_p1_cost_usd_total") - 0.00045) < 1e-12);
-    ck_assert(metric(&f, "analyzer_llm_provider_p1_requests_total") == 1.0);
+    ck_assert(pmetric(&f, "analyzer_llm_provider_tokens_in_total", "p1") == 1000.0);
+    ck_assert(fabs(pmetric(&f, "analyzer_llm_provider_cost_usd_total", "p1") - 0.00045) < 1e-12);
+    ck_assert(pmetric(&f, "analyzer_llm_provider_requests_total", "p1") == 1.0);
     ck_assert(metric(&f, "analyzer_llm_day_tokens") == 1500.0);
     ck_assert(metric(&f, "analyzer_llm_fallbacks_total") == 0.0);
     fix_free(&f);
@@ -705,7 +713,7 @@ START_TEST(timeout_fails_over_to_the_next_provider)
     }
     ck_assert(failed_note);
     sn_result_clear(&r);
-    ck_assert(metric(&f, "analyzer_llm_provider_p1_failures_total") == 1.0);
+    ck_assert(pmetric(&f, "analyzer_llm_provider_failures_total", "p1") == 1.0);
     sn_harness_run_ms(f.h, 1300); /* let the slow reply go out to a closed connection */
     fix_free(&f);
 }
