@@ -54,9 +54,8 @@ static int utf8_valid(const unsigned char *s, size_t n)
     return 1;
 }
 
-static int metric_name_ok(const char *s)
+int sn_ingest_metric_name_ok(const char *s, size_t n)
 {
-    size_t n = strlen(s);
     if (n == 0 || n > 200)
         return 0;
     for (size_t i = 0; i < n; i++) {
@@ -68,17 +67,27 @@ static int metric_name_ok(const char *s)
     return 1;
 }
 
-static int label_name_ok(const char *s)
+int sn_ingest_label_name_ok(const char *s, size_t n)
 {
-    if (!*s)
+    if (n == 0)
         return 0;
-    for (size_t i = 0; s[i]; i++) {
+    for (size_t i = 0; i < n; i++) {
         char c = s[i];
         int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
         if (!(alpha || (i > 0 && c >= '0' && c <= '9')))
             return 0;
     }
     return 1;
+}
+
+static int metric_name_ok(const char *s)
+{
+    return sn_ingest_metric_name_ok(s, strlen(s));
+}
+
+static int label_name_ok(const char *s)
+{
+    return sn_ingest_label_name_ok(s, strlen(s));
 }
 
 static int cmp_label(const void *a, const void *b)

@@ -116,32 +116,6 @@ static int take_number(cursor_t *c, double *out, int integer_only)
     return 0;
 }
 
-static int metric_name_fast(const char *s, size_t n)
-{
-    if (n == 0 || n > 200)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        int alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_' || ch == ':';
-        if (!(alpha || (i > 0 && ((ch >= '0' && ch <= '9') || ch == '.'))))
-            return 0;
-    }
-    return 1;
-}
-
-static int label_name_fast(const char *s, size_t n)
-{
-    if (n == 0)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        int alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
-        if (!(alpha || (i > 0 && ch >= '0' && ch <= '9')))
-            return 0;
-    }
-    return 1;
-}
-
 static int take_labels(cursor_t *c, const sn_ingest_limits_t *lim, sn_label_t *labels,
                        size_t *nlabels)
 {
@@ -159,7 +133,7 @@ static int take_labels(cursor_t *c, const sn_ingest_limits_t *lim, sn_label_t *l
         size_t klen, vlen;
         skip_ws(c);
         const char *k = take_string(c, &klen);
-        if (!k || !label_name_fast(k, klen))
+        if (!k || !sn_ingest_label_name_ok(k, klen))
             return -1;
         skip_ws(c);
         if (c->p >= c->end || *c->p++ != ':')
@@ -235,7 +209,7 @@ int sn_ingest_fast_point(char *line, size_t n, const sn_ingest_limits_t *lim, sn
                 return 0;
         } else if (key == K_METRIC) {
             metric = take_string(&c, &metric_len);
-            if (!metric || !metric_name_fast(metric, metric_len))
+            if (!metric || !sn_ingest_metric_name_ok(metric, metric_len))
                 return 0;
         } else if (key == K_VALUE) {
             if (take_number(&c, &value, 0) != 0)
