@@ -5,9 +5,15 @@ is pre-filled with lz4-compressed single-record messages (100 series, keyed by s
 time order) by kcat; then
 
   - a plain consumer, `kcat -C -e -o beginning` to /dev/null, drains it (timed);
-  - one sentineld with [input:kafka] feeding zscore + iqr + seasonal drains it: timed from the
-    moment the group assigned it the partitions until the detectors observed every record
-    (/health/detailed telemetry.points).
+  - one sentineld with [input:kafka] feeding zscore + iqr + seasonal, with a ClickHouse
+    [sentinel] telemetry store (tests/support/chserver.py, the store's default batches), drains
+    it: timed from the moment the group assigned it the partitions until the detectors observed
+    every record (/health/detailed telemetry.points) and ClickHouse holds every one of them
+    (the issue's pipeline: Kafka -> workers -> zscore+iqr+seasonal -> ClickHouse batches). The
+    input commits an offset only once its records are in ClickHouse, so the figure includes the
+    inserts. --store sqlite uses the sqlite store as the telemetry store instead, --store none
+    none at all (detectors only); without clickhouse-server installed the default falls back to
+    none, said on stderr.
 
 Prints
 
@@ -16,6 +22,7 @@ Prints
     bench: kafka_vs_plain_ratio R
 
 Usage: bench_kafka.py [BUILD_DIR] [--records 600000] [--partitions 8]
+                      [--store clickhouse|sqlite|none]
 The mock keeps about 5 MiB of (compressed) data per partition and silently drops the oldest
 beyond that; the plain consumer's count checks that nothing was dropped. Both consumers run on
 CPU 0 and the mock cluster on CPU 1 when there are two.
@@ -41,6 +48,7 @@ CONF = """
 listen = 127.0.0.1:{port}
 state = local
 {extra_core}
+TELEMETRY
 
 [store:local]
 plugin = sqlite
@@ -123,8 +131,25 @@ def assigned(d):
     return 0
 
 
-def pipeline(k, sntest, n, parts):
+CH_STORE = """
+[store:ch]
+plugin = clickhouse
+url = CHURL
+database = bench
+"""
+
+
+def ch_count(srv):
+    st, out = srv.query("SELECT count() FROM bench.points")
+    return int(out) if st == 200 else 0
+
+
+def pipeline(k, sntest, n, parts, store, srv):
     conf = CONF.replace("BOOT", k.bootstrap).replace("GROUP", "bench-%d" % os.getpid())
+    if store == "clickhouse":
+        conf = conf.replace("TELEMETRY", "telemetry = ch") + CH_STORE.replace("CHURL", srv.url)
+    else:
+        conf = conf.replace("TELEMETRY", "telemetry = local" if store == "sqlite" else "")
     d = sntest.Daemon(conf=conf).start(wait=False)
     pin(d.proc.pid, 0)
     try:
@@ -135,14 +160,19 @@ def pipeline(k, sntest, n, parts):
             time.sleep(0.005)
         t0 = time.perf_counter()
         deadline = time.time() + 600
+        stored = None
         while True:
             pts, detail = observed(d)
             if pts >= n:
-                break
+                if store != "clickhouse":
+                    break
+                stored = ch_count(srv)
+                if stored >= n:
+                    break
             if time.time() > deadline:
-                sys.exit("bench: %d of %d observed after 600 s (%s)\n%s"
-                         % (pts, n, detail, d.logtext()))
-            time.sleep(0.02)
+                sys.exit("bench: %d of %d observed after 600 s (%s), %s in ClickHouse\n%s"
+                         % (pts, n, detail, stored, d.logtext()))
+            time.sleep(0.02 if store != "clickhouse" else 0.1)
         dt = time.perf_counter() - t0
         return dt, pts
     finally:
@@ -154,12 +184,22 @@ def main():
     ap.add_argument("build", nargs="?", default=os.environ.get("SN_BUILD_DIR", "build"))
     ap.add_argument("--records", type=int, default=600000)
     ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--store", choices=("clickhouse", "sqlite", "none"), default="clickhouse",
+                    help="the [sentinel] telemetry store (default clickhouse)")
     args = ap.parse_args()
     os.environ["SN_BUILD_DIR"] = os.path.abspath(args.build)
     import sntest
     sntest.BUILD = os.environ["SN_BUILD_DIR"]
     sntest.SENTINELD = os.path.join(sntest.BUILD, "core", "sentineld")
     from kafkamock import KafkaMock
+    import chserver
+    srv = None
+    if args.store == "clickhouse" and not chserver.available():
+        print("info: clickhouse-server not installed: no telemetry store (--store none)",
+              file=sys.stderr)
+        args.store = "none"
+    if args.store == "clickhouse":
+        srv = chserver.ChServer().start()
     k = KafkaMock(topics={"bench": args.partitions}, brokers=1, build=sntest.BUILD).start()
     pin(k.proc.pid, 1)
     tmp = tempfile.mkdtemp(prefix="sn-bench-kafka-")
@@ -170,9 +210,12 @@ def main():
                                                                  time.perf_counter() - t),
               file=sys.stderr)
         dt_plain = plain(k, "bench", args.records)
-        dt_pipe, pts = pipeline(k, sntest, args.records, args.partitions)
+        dt_pipe, pts = pipeline(k, sntest, args.records, args.partitions, args.store, srv)
+        rows = ch_count(srv) if srv else None
     finally:
         k.stop()
+        if srv:
+            srv.cleanup()
         for f in os.listdir(tmp):
             os.unlink(os.path.join(tmp, f))
         os.rmdir(tmp)
@@ -182,7 +225,9 @@ def main():
     print("bench: kafka_plain_consumer_events_per_s %.0f events/s" % plain_rate, flush=True)
     print("bench: kafka_vs_plain_ratio %.3f" % (pipe / plain_rate), flush=True)
     print("info: %d records, %d partitions (lz4); plain %.2f s, pipeline %.2f s (%d points "
-          "observed)" % (args.records, args.partitions, dt_plain, dt_pipe, pts), file=sys.stderr)
+          "observed; telemetry store %s%s)"
+          % (args.records, args.partitions, dt_plain, dt_pipe, pts, args.store,
+             ", %d rows in ClickHouse" % rows if rows is not None else ""), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -200,6 +200,13 @@ try:
         wait(lambda: metric(d, "kafka_paused") == 0 and metric(d, "kafka_consumer_lag") == 0,
              10, "resume", [d])
         check(True, "and resumed: not paused, no lag left")
+        prefix = 'sentinel_kafka_partition_lag{instance="input:kafka",topic="burst",partition="'
+        lags = wait(lambda: (lambda v: v if len(v) == 4 and not any(v.values()) else None)(
+            {l[len(prefix):].split('"')[0]: float(l.split()[-1])
+             for l in d.request("GET", "/metrics")[1].decode().splitlines()
+             if l.startswith(prefix)}), 10, "per-partition lag gauges", [d])
+        check(sorted(lags) == ["0", "1", "2", "3"],
+              "a lag gauge per partition, labelled with topic and partition: %s" % lags)
     finally:
         d.cleanup()
 

@@ -5,9 +5,14 @@ real third-party client) to produce and consume.
     with KafkaMock(topics={"telemetry": 6, "dlq": 1}, brokers=3) as k:
         k.produce("telemetry", ["{...}", "{...}"])          # one message per item, lz4
         msgs = k.consume("dlq", fmt="%h\\t%s\\n")             # everything from the beginning
+        k.broker_down()                                      # all brokers; k.broker_up() back
+        k.control("rtt", 2, 500)                             # any kafka-mock --control command
 
 The mock keeps about 5 MiB (or 100000 message sets) per partition and silently drops the oldest
-beyond that, and it has no TCP-level persistence: stop() loses everything.
+beyond that; it stores batches as produced, so the limit is on compressed bytes (a 10 MB message
+of repetitive JSON lines, zstd-compressed, fits). It has no persistence: stop() loses everything.
+Faults go through kafka-mock's control channel (its stdin/stdout, see tools/kafka-mock): a broker
+set down closes its connections and refuses new ones until set up again.
 Standard library only.
 """
 import os
@@ -50,7 +55,9 @@ class KafkaMock:
         for name, parts in self.topics.items():
             args += ["--topic", "%s:%d" % (name, parts)]
         self.log = open(os.path.join(self.dir, "kafka-mock.log"), "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        args.append("--control")
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if os.path.exists(boot):
@@ -66,12 +73,18 @@ class KafkaMock:
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()  # ends the control channel first
+            except OSError:
+                pass
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
         self.proc = None
         if self.dir and os.environ.get("SN_KEEP") is None:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -90,6 +103,23 @@ class KafkaMock:
     def __exit__(self, *exc):
         self.stop()
 
+    # -- faults ---------------------------------------------------------------------------
+    def control(self, *words):
+        """One kafka-mock control command ("down", -1); returns once the cluster applied it."""
+        line = " ".join(str(w) for w in words) + "\n"
+        self.proc.stdin.write(line.encode())
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline().decode("utf-8", "replace").strip()
+        if answer != "ok":
+            raise RuntimeError("kafka-mock %s: %s" % (line.strip(), answer or "no answer"))
+
+    def broker_down(self, broker=-1):
+        """Cut broker @broker (1..N, -1 all): connections closed, new ones refused."""
+        self.control("down", broker)
+
+    def broker_up(self, broker=-1):
+        self.control("up", broker)
+
     # -- kcat -----------------------------------------------------------------------------
     def kcat(self, *args, input=None, timeout=120):
         cmd = [KCAT, "-b", self.bootstrap] + list(args)
@@ -101,14 +131,15 @@ class KafkaMock:
         return r.stdout
 
     def produce(self, topic, messages, partition=None, delimiter="\x1e", headers=None,
-                keys=None, extra=()):
-        """Produce each item of @messages (str or bytes) as one message, lz4-compressed.
+                keys=None, extra=(), compression="lz4"):
+        """Produce each item of @messages (str or bytes) as one message, compressed with
+        @compression (lz4, zstd, gzip, snappy, none); messages up to 16 MiB.
         Items may hold newlines: messages are separated by @delimiter on kcat's stdin. With
         @keys (one per message) the messages are keyed, so they spread over the partitions by
         hash (without keys librdkafka's sticky partitioner puts a burst on one partition)."""
         sep = delimiter.encode()
         items = [m.encode() if isinstance(m, str) else m for m in messages]
-        args = ["-P", "-t", topic, "-z", "lz4", "-D", delimiter,
+        args = ["-P", "-t", topic, "-z", compression, "-D", delimiter,
                 "-X", "message.max.bytes=%d" % (16 << 20)]
         if keys is not None:
             items = [(k.encode() if isinstance(k, str) else k) + b"\x1f" + m

@@ -52,9 +52,20 @@ static inline kc_ent_t *kc_part_ent(kc_part_t *p, uint64_t seq)
     return &p->ring[(p->head + (size_t)(seq - p->head_seq)) % p->cap];
 }
 
-/** One message inside a batch. */
+/** A message over batch_bytes, handed to the core in parts (each its own slice of lines): the
+ * parts share it, and it is destroyed with the last of them. */
+typedef struct kc_big {
+    rd_kafka_message_t *m;
+    unsigned refs;  /* parts still holding it */
+    uint32_t parts; /* how many there are */
+    int dlq_sent;   /* sent whole to the dead-letter topic once: the other parts do not */
+} kc_big_t;
+
+/** One message (or, with @c big, one part of a message) inside a batch. */
 typedef struct kc_bmsg {
     rd_kafka_message_t *m; /* kept until acknowledged: the DLQ needs key, headers, timestamp */
+    kc_big_t *big;         /* a part of a message over batch_bytes (m is then big->m) */
+    uint32_t partno;       /* which part, from 1 (0 for a whole message) */
     kc_part_t *part;
     uint64_t seq;
     int64_t offset;
@@ -74,8 +85,9 @@ typedef struct kc_batch {
     kc_bmsg_t *msgs;
     size_t n, mcap;
     size_t lines;
-    int checked; /* refused lines were attributed once; a redelivery does not repeat it */
-    int status;  /* acknowledgement status (mu) */
+    int checked;  /* refused lines were attributed once; a redelivery does not repeat it */
+    int status;   /* acknowledgement status (mu) */
+    int failures; /* acknowledgements with a lasting failure in a row (not backlog or I/O) */
     int64_t opened_ms;
 } kc_batch_t;
 
@@ -182,6 +194,8 @@ void kc_dlq_report(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 /* kafka_stats.c */
 int kc_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque);
 /** Refresh the assignment gauges and the health line. Thread: consumer. */
+/** The partition left this instance: its labelled lag gauge goes to 0. Thread: consumer. */
+void kc_stats_forget(kc_t *kc, const kc_part_t *p);
 void kc_stats_publish(kc_t *kc);
 
 #endif

@@ -22,7 +22,18 @@
  * by librdkafka and fetched again on resume) and the same batch is offered again after `retry`,
  * doubling up to a second; once the backlog is taken the partitions resume. The same happens when
  * `max_inflight` batches await acknowledgement or dead letters pile up. A batch the core
- * acknowledges with a failure (its telemetry store fell behind) is delivered again.
+ * acknowledges with a failure (its telemetry store fell behind) is delivered again, in halves.
+ * A single message the core fails to keep KC_LASTING_TRIES times in a row for a lasting reason
+ * (the store refused the records as such, not a backlog, timeout or I/O error) goes to the
+ * dead-letter topic with that reason instead of looping (kafka_unkept_total).
+ *
+ * Large messages. One over max_message_bytes (default 1m) is never handed to the core: it goes
+ * to the dead-letter topic cut to max_message_bytes, with its real size in a header (without a
+ * dead-letter topic it is logged with its position and counted in kafka_malformed_total). Up to
+ * that size it is processed: one over batch_bytes is handed over in parts of whole lines of about
+ * batch_bytes each (so one ingest call, and one telemetry write, stays about batch_bytes), and
+ * its offset is committed once every part is acknowledged. To process 10 MB messages, set
+ * max_message_bytes = 16m; the fetch sizes follow it.
  *
  * Rebalance. On revoke, batches not yet handed over drop the revoked partitions' messages (the
  * next owner reads them from the committed offset), the thread waits up to `revoke_timeout` for
@@ -48,6 +59,7 @@
 #define KC_POLL_IDLE_MS 100
 #define KC_RING_MAX (1u << 20) /* unacknowledged messages of one partition before pausing */
 #define KC_FULL_WAIT_MS 1000   /* max_inflight reached: wait this long before pausing */
+#define KC_LASTING_TRIES 3     /* a message the core fails to keep this often goes to the DLQ */
 
 static const sn_param_t kc_params[] = {
     {"brokers", SN_T_STRING, NULL, SN_PARAM_REQUIRED,
@@ -59,9 +71,11 @@ static const sn_param_t kc_params[] = {
      "topic for messages the core refuses or over max_message_bytes, with the reason and the "
      "source topic/partition/offset in headers; without it they are logged and skipped"},
     {"max_message_bytes", SN_T_SIZE, "1m", 0,
-     "largest message handed to the core; larger ones go to the dead-letter topic (cut to this "
-     "size); also bounds the fetch sizes"},
-    {"batch_bytes", SN_T_SIZE, "1m", 0, "a batch handed to the core grows to about this size"},
+     "largest message handed to the core (up to 256m); larger ones go to the dead-letter topic "
+     "(cut to this size) or, without one, are logged and counted; also sets the fetch sizes"},
+    {"batch_bytes", SN_T_SIZE, "1m", 0,
+     "a batch handed to the core grows to about this size; a larger message is handed over in "
+     "parts of whole lines of about this size"},
     {"batch_messages", SN_T_INT, "10000", 0, "most messages in one batch"},
     {"linger", SN_T_DURATION, "20ms", 0,
      "while batches are in flight, wait this long for a batch to fill before handing it over"},
@@ -230,6 +244,21 @@ static void store_offsets(kc_t *kc)
 
 /* ---- batches ----------------------------------------------------------------------------- */
 
+/* Let go of a batch entry's message: a part releases its share of the big message. */
+static void bmsg_release(kc_bmsg_t *bm)
+{
+    if (bm->big) {
+        if (--bm->big->refs == 0) {
+            rd_kafka_message_destroy(bm->big->m);
+            free(bm->big);
+        }
+    } else if (bm->m) {
+        rd_kafka_message_destroy(bm->m);
+    }
+    bm->m = NULL;
+    bm->big = NULL;
+}
+
 /* Free a batch. With @p kc, messages release their partitions (consumer thread); without, the
  * partitions are left alone (the instance is gone or going). */
 static void batch_free(kc_t *kc, kc_batch_t *b)
@@ -237,8 +266,7 @@ static void batch_free(kc_t *kc, kc_batch_t *b)
     if (!b)
         return;
     for (size_t i = 0; i < b->n; i++) {
-        if (b->msgs[i].m)
-            rd_kafka_message_destroy(b->msgs[i].m);
+        bmsg_release(&b->msgs[i]);
         if (kc)
             kc_part_unref(kc, b->msgs[i].part);
     }
@@ -250,10 +278,7 @@ static void batch_free(kc_t *kc, kc_batch_t *b)
 static void batch_release_messages(kc_batch_t *b)
 {
     for (size_t i = 0; i < b->n; i++)
-        if (b->msgs[i].m) {
-            rd_kafka_message_destroy(b->msgs[i].m);
-            b->msgs[i].m = NULL;
-        }
+        bmsg_release(&b->msgs[i]);
 }
 
 static kc_batch_t *batch_new(kc_t *kc)
@@ -266,11 +291,12 @@ static kc_batch_t *batch_new(kc_t *kc)
     return b;
 }
 
-static int batch_append(kc_t *kc, kc_batch_t *b, rd_kafka_message_t *m, kc_part_t *p, uint64_t seq,
+/* Append message @p m (or, with @p big, its part @p partno: the @p len bytes at @p v) to @p b. */
+static int batch_append(kc_t *kc, kc_batch_t *b, rd_kafka_message_t *m, kc_big_t *big,
+                        uint32_t partno, const char *v, size_t len, kc_part_t *p, uint64_t seq,
                         uint32_t lines)
 {
-    const char *v = m->payload;
-    size_t need = m->len + 1;
+    size_t need = len + 1;
     if (b->len + need > b->cap) {
         size_t cap = b->cap ? b->cap : (kc->batch_bytes < 65536 ? 65536 : kc->batch_bytes + 4096);
         while (cap < b->len + need)
@@ -291,13 +317,17 @@ static int batch_append(kc_t *kc, kc_batch_t *b, rd_kafka_message_t *m, kc_part_
     }
     kc_bmsg_t *bm = &b->msgs[b->n++];
     bm->m = m;
+    bm->big = big;
+    bm->partno = partno;
+    if (big)
+        big->refs++;
     bm->part = p;
     bm->seq = seq;
     bm->offset = m->offset;
     bm->off = b->len;
-    memcpy(b->buf + b->len, v, m->len);
-    b->len += m->len;
-    if (m->len && v[m->len - 1] != '\n')
+    memcpy(b->buf + b->len, v, len);
+    b->len += len;
+    if (len && v[len - 1] != '\n')
         b->buf[b->len++] = '\n';
     bm->len = b->len - bm->off;
     bm->lines = lines;
@@ -315,8 +345,7 @@ static void batch_filter_revoked(kc_t *kc, kc_batch_t *b)
     for (size_t i = 0; i < b->n; i++) {
         kc_bmsg_t bm = b->msgs[i];
         if (bm.part->revoked || bm.part->dropping) {
-            if (bm.m)
-                rd_kafka_message_destroy(bm.m);
+            bmsg_release(&bm);
             kc_part_unref(kc, bm.part);
             continue;
         }
@@ -387,6 +416,7 @@ static int batch_split(kc_t *kc, kc_batch_t *b, size_t keep)
     }
     t->checked = b->checked;
     t->opened_ms = b->opened_ms;
+    b->failures = 0; /* counted again for each half */
     b->n = keep;
     b->len = from;
     b->lines -= t->lines;
@@ -445,8 +475,17 @@ static void batch_attribute(kc_t *kc, kc_batch_t *b, size_t accepted)
         if (!bad)
             continue;
         found += bad;
+        if (bm->big && bm->big->dlq_sent)
+            continue; /* another part already sent the whole message */
         char reason[256];
-        snprintf(reason, sizeof(reason), "%u of %u line(s) refused; %.200s", bad, bm->lines, why);
+        if (bm->big) {
+            bm->big->dlq_sent = 1;
+            snprintf(reason, sizeof(reason), "%u of %u line(s) refused in part %u of %u; %.180s",
+                     bad, bm->lines, bm->partno, bm->big->parts, why);
+        } else {
+            snprintf(reason, sizeof(reason), "%u of %u line(s) refused; %.200s", bad, bm->lines,
+                     why);
+        }
         kc_dlq_send(kc, bm->part, bm->seq, bm->m, reason);
     }
     if (found != refused) {
@@ -527,6 +566,64 @@ static void kc_on_ack(void *arg, int status, json_t *result)
     pthread_mutex_unlock(&kc->mu);
 }
 
+/* A failure that delivering the same records again will not cure: the telemetry store refused
+ * them as such (too many for one write, bad data). Backlog, timeouts and I/O errors pass. */
+static int lasting_failure(int status)
+{
+    return status != SN_EAGAIN && status != SN_ETIMEDOUT && status != SN_EIO &&
+           status != SN_EPENDING;
+}
+
+static const char *status_name(int status)
+{
+    switch (status) {
+    case SN_EINVAL:
+        return "refused as invalid";
+    case SN_ENOMEM:
+        return "out of memory or over a bound";
+    case SN_ENOTSUP:
+        return "not supported";
+    case SN_EDENIED:
+        return "denied";
+    default:
+        return "failed";
+    }
+}
+
+/* A one-message batch the core failed to keep KC_LASTING_TRIES times in a row for a lasting
+ * reason: delivering it again would loop forever (and feed the detectors the same records each
+ * time), so it goes to the dead-letter topic with the reason (or is logged and counted without
+ * one), and the partition moves on. A batch of several messages is split first (refused()), so
+ * only the message at fault ends here. */
+static void give_up(kc_t *kc, kc_batch_t *b)
+{
+    const sn_host_t *h = kc->host;
+    batch_filter_revoked(kc, b); /* not ours any more: the next owner reads it */
+    if (b->n == 0) {
+        batch_free(kc, b);
+        return;
+    }
+    kc_bmsg_t *bm = &b->msgs[0];
+    char part[48] = "", reason[256];
+    if (bm->big)
+        snprintf(part, sizeof(part), " (part %u of %u)", bm->partno, bm->big->parts);
+    snprintf(reason, sizeof(reason),
+             "the core could not keep its %u record(s)%s: telemetry store %s (%d), %d times",
+             bm->lines, part, status_name(b->status), b->status, b->failures);
+    h->metric(h, SN_METRIC_COUNTER, "kafka_unkept_total",
+              "Messages the core failed to keep for a lasting reason, given up on (dead letter)",
+              1);
+    h->log(h, SN_LOG_ERROR, "%s[%" PRId32 "]@%" PRId64 ": %s", bm->part->topic, bm->part->id,
+           bm->offset, reason);
+    if (!bm->big || !bm->big->dlq_sent) {
+        if (bm->big)
+            bm->big->dlq_sent = 1;
+        kc_dlq_send(kc, bm->part, bm->seq, bm->m, reason);
+    }
+    kc_part_done(kc, bm->part, bm->seq);
+    batch_free(kc, b);
+}
+
 static void take_acks(kc_t *kc)
 {
     pthread_mutex_lock(&kc->mu);
@@ -554,6 +651,12 @@ static void take_acks(kc_t *kc)
                 kc->batch_cap += kc->batch_cap / 8 + 1;
             if (kc->batch_cap > kc->batch_messages)
                 kc->batch_cap = kc->batch_messages;
+            continue;
+        }
+        if (!lasting_failure(b->status))
+            b->failures = 0;
+        else if (++b->failures >= KC_LASTING_TRIES && b->n == 1) {
+            give_up(kc, b);
             continue;
         }
         h->metric(h, SN_METRIC_COUNTER, "kafka_redeliveries_total",
@@ -669,6 +772,61 @@ static void lost_message(kc_t *kc, const kc_part_t *p, int64_t offset)
     pthread_mutex_unlock(&kc->mu);
 }
 
+/* Length of the next part of a big message at @p v (@p left bytes): whole lines, at most
+ * batch_bytes, or one line when that line alone is longer. */
+static size_t part_len(const kc_t *kc, const char *v, size_t left)
+{
+    if (left <= kc->batch_bytes)
+        return left;
+    for (size_t i = kc->batch_bytes; i > 0; i--)
+        if (v[i - 1] == '\n')
+            return i;
+    const char *nl = memchr(v + kc->batch_bytes, '\n', left - kc->batch_bytes);
+    return nl ? (size_t)(nl - v) + 1 : left;
+}
+
+/* A message over batch_bytes goes to the core in parts of whole lines (part_len), so one ingest
+ * call carries about batch_bytes whatever max_message_bytes allows, and a telemetry store's
+ * bound on one write (sqlite: 100000 points) is not reached by one message. The parts share the
+ * message (kc_big_t); its entry waits for every part's acknowledgement before it commits. */
+static void append_parts(kc_t *kc, rd_kafka_message_t *m, kc_part_t *p, uint64_t seq)
+{
+    const char *v = m->payload;
+    uint32_t nparts = 0;
+    for (size_t pos = 0; pos < m->len; pos += part_len(kc, v + pos, m->len - pos))
+        nparts++;
+    kc_big_t *big = calloc(1, sizeof(*big));
+    if (!big) {
+        lost_message(kc, p, m->offset);
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    big->m = m;
+    big->parts = nparts;
+    kc_part_ent(p, seq)->pending += nparts - 1; /* part_push counted one */
+    uint32_t no = 0;
+    for (size_t pos = 0, len; pos < m->len; pos += len) {
+        len = part_len(kc, v + pos, m->len - pos);
+        no++;
+        uint32_t lines = kc_count_lines(v + pos, len);
+        if (lines == 0) {
+            kc_part_done(kc, p, seq); /* blank lines only: nothing to hand over */
+            continue;
+        }
+        if ((!kc->building && !(kc->building = batch_new(kc))) ||
+            batch_append(kc, kc->building, m, big, no, v + pos, len, p, seq, lines) != 0) {
+            lost_message(kc, p, m->offset); /* the parts left keep the entry pending */
+            break;
+        }
+        if (kc->building->len >= kc->batch_bytes || kc->building->n >= (size_t)kc->batch_cap)
+            close_building(kc);
+    }
+    if (big->refs == 0) {
+        rd_kafka_message_destroy(m);
+        free(big);
+    }
+}
+
 static void on_message(kc_t *kc, rd_kafka_message_t *m)
 {
     const sn_host_t *h = kc->host;
@@ -717,8 +875,12 @@ static void on_message(kc_t *kc, rd_kafka_message_t *m)
         rd_kafka_message_destroy(m);
         return;
     }
+    if (m->len > kc->batch_bytes && lines > 1) {
+        append_parts(kc, m, p, seq);
+        return;
+    }
     if ((!kc->building && !(kc->building = batch_new(kc))) ||
-        batch_append(kc, kc->building, m, p, seq, lines) != 0) {
+        batch_append(kc, kc->building, m, NULL, 0, m->payload, m->len, p, seq, lines) != 0) {
         lost_message(kc, p, m->offset);
         rd_kafka_message_destroy(m);
         return;
@@ -839,6 +1001,7 @@ static void on_revoke(kc_t *kc, rd_kafka_topic_partition_list_t *l, int lost)
     for (kc_part_t *p = kc->parts, *next; p; p = next) {
         next = p->next;
         if (p->dropping) {
+            kc_stats_forget(kc, p);
             p->dropping = 0;
             p->revoked = 1;
             kc_part_unref(kc, p); /* frees it unless a batch or dead letter still points here */
@@ -979,7 +1142,9 @@ static void shutdown_consumer(kc_t *kc)
     kc->cq = NULL;
     pthread_mutex_unlock(&kc->mu);
     rd_kafka_queue_destroy(cq);
-    rd_kafka_destroy(kc->rk);
+    /* Closed above, or tried: without the flag rd_kafka_destroy closes again and, when the
+     * close timed out because every broker is down, waits for the group coordinator forever. */
+    rd_kafka_destroy_flags(kc->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     kc->rk = NULL;
 }
 
@@ -1164,6 +1329,11 @@ static rd_kafka_conf_t *build_conf(kc_priv_t *pv, int producer, sn_err_t *err)
         snprintf(defs[nd++].v, 32, "5");
         defs[nd].k = "message.timeout.ms";
         snprintf(defs[nd++].v, 32, "30000");
+        /* Dead letters can be as large as max_message_bytes: compressed, a large one of
+         * repetitive lines stays within what brokers take (message.max.bytes, 1 MB by default,
+         * applies to the compressed batch). */
+        defs[nd].k = "compression.type";
+        snprintf(defs[nd++].v, 32, "lz4");
     }
     if (conf_set(c, "client.id", cid, err) || conf_set(c, "bootstrap.servers", kc->brokers, err))
         goto fail;

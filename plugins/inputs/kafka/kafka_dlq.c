@@ -10,6 +10,10 @@
  *     sentinel.offset     source offset (decimal)
  *     sentinel.truncated  original size in bytes, when the value was cut to max_message_bytes
  *
+ * The producer compresses with lz4 (compression.type; an `rdkafka` setting overrides it), so a
+ * large message of repetitive lines stays within the broker's message.max.bytes, which applies
+ * to the compressed batch.
+ *
  * The source offset is not committed until the broker confirmed the dead letter: a failed
  * delivery is retried (with backoff, logged), never skipped. Without a dead-letter topic the
  * message is logged with its position and reason and counted, and then committed.

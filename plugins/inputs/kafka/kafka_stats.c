@@ -5,9 +5,15 @@
  * Every interval librdkafka hands the consumer thread a JSON document; from it come the consumer
  * lag of each assigned partition (what is left to read past the stored offset, i.e. past what
  * the core acknowledged) and the receive counters, from which messages and bytes per second are
- * derived. The host's metric call carries only the instance label, so the per-partition lags are
- * summed (kafka_consumer_lag) and their maximum kept (kafka_consumer_lag_max); each partition's
- * own lag is in the health detail and in a debug log line.
+ * derived. Each partition's lag is a gauge labelled with its topic and partition
+ * (kafka_partition_lag, on hosts with the labelled metric call of ABI 1.3), and the lags are also
+ * summed (kafka_consumer_lag) and their maximum kept (kafka_consumer_lag_max); the health detail
+ * lists them too.
+ *
+ * The lag is librdkafka's: the partition end comes from its fetches, so while the partitions
+ * are paused (backpressure) it stays as it was at the pause, and the gauge understates a backlog
+ * that grows meanwhile; it is right again with the first fetches after the resume.
+ * tests/bench/bench_kafka_lag.py therefore counts the lag end to end instead.
  */
 #include "kafka-internal.h"
 
@@ -80,6 +86,25 @@ int kc_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
     return 0; /* librdkafka frees json */
 }
 
+static void partition_gauge(const kc_t *kc, const kc_part_t *p, double lag)
+{
+    const sn_host_t *h = kc->host;
+    if (!SN_HOST_HAS(h, metric_labels))
+        return;
+    char id[16];
+    snprintf(id, sizeof(id), "%" PRId32, p->id);
+    const char *labels[] = {"topic", p->topic, "partition", id, NULL};
+    h->metric_labels(h, SN_METRIC_GAUGE, "kafka_partition_lag",
+                     "Messages behind the partition end past the acknowledged offset (0 once the "
+                     "partition is no longer assigned to this instance)",
+                     labels, lag);
+}
+
+void kc_stats_forget(kc_t *kc, const kc_part_t *p)
+{
+    partition_gauge(kc, p, 0);
+}
+
 void kc_stats_publish(kc_t *kc)
 {
     const sn_host_t *h = kc->host;
@@ -94,6 +119,8 @@ void kc_stats_publish(kc_t *kc)
         if (p->revoked)
             continue;
         n++;
+        if (p->lag >= 0)
+            partition_gauge(kc, p, (double)p->lag);
         if (p->lag > 0) {
             sum += p->lag;
             if (p->lag > max)
