@@ -22,25 +22,35 @@ struct sn_hwrite {
     size_t n, cap;
     sn_label_t *labels; /* all points' labels, each point's a slice */
     size_t nlabels, lcap;
-    char **strs; /* copies the points and labels point into */
-    size_t nstrs, scap;
+    /* One buffer holds the copies of the metric names and labels, NUL-terminated, in place of
+     * an allocation per string (which cost more than the rest of the write path). Until the
+     * batch is submitted the buffer may move, so points and labels hold offsets into it. */
+    char *arena;
+    size_t alen, acap;
 };
 
-static char *keep(sn_hwrite_t *w, const char *s)
+/* Offset of a copy of @p s in the arena, or (size_t)-1 when memory is short. */
+static size_t keep(sn_hwrite_t *w, const char *s)
 {
-    if (w->nstrs == w->scap) {
-        size_t cap = w->scap ? w->scap * 2 : 64;
-        char **n = realloc(w->strs, cap * sizeof(*n));
-        if (!n)
-            return NULL;
-        w->strs = n;
-        w->scap = cap;
+    size_t n = strlen(s ? s : "") + 1;
+    if (w->alen + n > w->acap) {
+        size_t cap = w->acap ? w->acap * 2 : 4096;
+        while (cap < w->alen + n)
+            cap *= 2;
+        char *a = realloc(w->arena, cap);
+        if (!a)
+            return (size_t)-1;
+        w->arena = a;
+        w->acap = cap;
     }
-    char *c = strdup(s ? s : "");
-    if (c)
-        w->strs[w->nstrs++] = c;
-    return c;
+    size_t at = w->alen;
+    memcpy(w->arena + at, s ? s : "", n);
+    w->alen += n;
+    return at;
 }
+
+#define AS_OFFSET(o) ((const char *)(uintptr_t)(o))
+#define FROM_OFFSET(w, p) ((w)->arena + (uintptr_t)(p))
 
 sn_hwrite_t *sn_history_batch(sn_engine_t *e)
 {
@@ -56,9 +66,7 @@ void sn_history_batch_free(sn_hwrite_t *w)
 {
     if (!w)
         return;
-    for (size_t i = 0; i < w->nstrs; i++)
-        free(w->strs[i]);
-    free(w->strs);
+    free(w->arena);
     free(w->labels);
     free(w->pts);
     free(w);
@@ -88,19 +96,23 @@ int sn_history_add(sn_hwrite_t *w, const sn_record_t *r)
     p->ts_ms = r->ts_ms;
     p->value = r->value;
     p->series = r->series;
-    p->metric = keep(w, r->metric);
+    size_t metric = keep(w, r->metric);
+    if (metric == (size_t)-1)
+        return SN_ENOMEM;
+    p->metric = AS_OFFSET(metric);
     /* Labels are an index until the batch is complete: the array may still move. */
     p->labels = (const sn_label_t *)(uintptr_t)w->nlabels;
     p->nlabels = r->nlabels;
     for (size_t i = 0; i < r->nlabels; i++) {
-        sn_label_t *l = &w->labels[w->nlabels++];
-        l->name = keep(w, r->labels[i].name);
-        l->value = keep(w, r->labels[i].value);
-        if (!l->name || !l->value)
+        size_t name = keep(w, r->labels[i].name), value = keep(w, r->labels[i].value);
+        if (name == (size_t)-1 || value == (size_t)-1) {
+            w->nlabels -= i; /* the point is not counted: forget its labels */
             return SN_ENOMEM;
+        }
+        sn_label_t *l = &w->labels[w->nlabels++];
+        l->name = AS_OFFSET(name);
+        l->value = AS_OFFSET(value);
     }
-    if (!p->metric)
-        return SN_ENOMEM;
     w->n++;
     return 0;
 }
@@ -178,8 +190,14 @@ void sn_history_submit(sn_hwrite_t *w, sn_done_fn done, void *arg)
     }
     w->done = done;
     w->done_arg = arg;
-    for (size_t i = 0; i < w->n; i++)
+    for (size_t i = 0; i < w->n; i++) {
         w->pts[i].labels = w->labels + (uintptr_t)w->pts[i].labels;
+        w->pts[i].metric = FROM_OFFSET(w, w->pts[i].metric);
+    }
+    for (size_t i = 0; i < w->nlabels; i++) {
+        w->labels[i].name = FROM_OFFSET(w, w->labels[i].name);
+        w->labels[i].value = FROM_OFFSET(w, w->labels[i].value);
+    }
     /* Bounded: past queue_points in flight the store is not keeping up, and detection must
      * not wait for it. */
     uint64_t before = atomic_fetch_add(&e->history_pending, w->n);
