@@ -45,6 +45,8 @@ typedef struct sn_incident {
     int escalated_signal;       /**< a stronger anomaly arrived after an action */
     void *step_ctx;             /**< the running step's context, for checkpoint callbacks */
     int saves_failed;
+    int saving;             /**< a checkpoint is in flight (one at a time: versions) */
+    void *save_queue;       /**< checkpoints asked for meanwhile, in order (workflow.c) */
     int lost;               /**< another instance took it over: this one stops */
     int lease_busy;         /**< a lease call is in flight */
     int64_t lease_until;    /**< monotonic ms the lease holds until (as far as we know) */
@@ -214,6 +216,8 @@ void sn_workflow_advance(sn_incident_t *inc, int from, const char *outcome);
 /** Run the incident's cursor node (after a checkpoint, or on resume). */
 void sn_workflow_run(sn_incident_t *inc);
 void sn_workflow_checkpoint(sn_incident_t *inc, void (*then)(sn_incident_t *), int retry);
+/** Free the checkpoints still waiting behind the one in flight (the incident is freed). */
+void sn_workflow_forget_saves(sn_incident_t *inc);
 int sn_workflow_decide(sn_incident_t *inc, int approve, const char *actor, const char *reason);
 void sn_workflow_resume_all(sn_engine_t *e);
 /** Take over an incident from a state_load result; returns it (NULL when not taken). */

@@ -107,6 +107,7 @@ json_t *sn_incident_summary(const sn_incident_t *inc)
 
 static void incident_free(sn_incident_t *inc)
 {
+    sn_workflow_forget_saves(inc);
     json_decref(inc->doc);
     free(inc);
 }

@@ -60,13 +60,47 @@ static int is_closed_state(const char *s)
 
 /* ---- checkpoints ---- */
 
+/* One checkpoint at a time per incident: each saves version + 1, so a second one sent while
+ * the first is in flight would conflict with it (and read as "another instance took over").
+ * One asked for meanwhile (say, an approval arriving while the approval_needed checkpoint is
+ * being written) waits in inc->save_queue and is sent with the document as it is then. */
 typedef struct save_ctx {
     sn_incident_t *inc;
     void (*then)(sn_incident_t *);
     int retry;
+    struct save_ctx *next;
 } save_ctx_t;
 
 static void save_retry(void *arg);
+static void save_now(save_ctx_t *sc);
+
+void sn_workflow_forget_saves(sn_incident_t *inc)
+{
+    while (inc->save_queue) {
+        save_ctx_t *q = inc->save_queue;
+        inc->save_queue = q->next;
+        free(q);
+    }
+}
+
+/* The checkpoint in flight is over: send the next one waiting, then continue. */
+static void save_finish(save_ctx_t *sc)
+{
+    sn_incident_t *inc = sc->inc;
+    void (*then)(sn_incident_t *) = sc->then;
+    free(sc);
+    save_ctx_t *next = inc->save_queue;
+    if (next) {
+        inc->save_queue = next->next;
+        inc->busy = 1;
+        save_now(next);
+    } else {
+        inc->saving = 0;
+        inc->busy = 0;
+    }
+    if (then)
+        then(inc);
+}
 
 static void save_done(void *arg, int status, json_t *result)
 {
@@ -79,11 +113,7 @@ static void save_done(void *arg, int status, json_t *result)
         inc->saves_failed = 0;
         if (inc->version == 1)
             sn_lease_claim(inc); /* a new incident is ours from its first checkpoint */
-        void (*then)(sn_incident_t *) = sc->then;
-        free(sc);
-        inc->busy = 0;
-        if (then)
-            then(inc);
+        save_finish(sc);
         return;
     }
     sn_metric(e->rt, SN_METRIC_COUNTER, "checkpoint_failures_total",
@@ -91,6 +121,8 @@ static void save_done(void *arg, int status, json_t *result)
     if (status == SN_ECONFLICT) {
         /* A newer checkpoint exists: another instance took the incident over. */
         free(sc);
+        sn_workflow_forget_saves(inc);
+        inc->saving = 0;
         inc->busy = 0;
         sn_lease_lost(inc, "newer checkpoint in the store");
         return;
@@ -105,11 +137,7 @@ static void save_done(void *arg, int status, json_t *result)
     }
     sn_log(SN_LOG_ERROR, "workflow", inc->id, NULL,
            "checkpoint failed (%d): incident continues in memory only", status);
-    void (*then)(sn_incident_t *) = sc->then;
-    free(sc);
-    inc->busy = 0;
-    if (then)
-        then(inc);
+    save_finish(sc);
 }
 
 static void save_now(save_ctx_t *sc)
@@ -147,6 +175,14 @@ void sn_workflow_checkpoint(sn_incident_t *inc, void (*then)(sn_incident_t *), i
     sc->inc = inc;
     sc->then = then;
     inc->busy = 1;
+    if (inc->saving) {
+        save_ctx_t **tail = (save_ctx_t **)&inc->save_queue;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = sc;
+        return;
+    }
+    inc->saving = 1;
     save_now(sc);
 }
 

@@ -7,6 +7,7 @@
  * and asserts on the incident documents and on the mock executor's journal.
  */
 
+#include "engine-internal.h"
 #include "engine.h"
 #include "ingest.h"
 
@@ -656,6 +657,47 @@ START_TEST(medium_risk_waits_for_a_human)
 }
 END_TEST
 
+/* An approval that arrives while the approval_needed checkpoint is still being written (an
+ * operator quick on the button, a test) must not make a second save of the same version, which
+ * the store refuses and which read as "another instance took the incident over". */
+START_TEST(decision_during_a_checkpoint_in_flight)
+{
+    world_t w;
+    conf_opts_t o = {0};
+    world_start(&w, &o);
+    sbuf_t b = {0};
+    load_scenario(&b, "payments-memory");
+    ingest(&w, &b);
+    free(b.p);
+    json_t *pay = wait_incident(&w, "payments", "awaiting_approval");
+    char pid[64];
+    snprintf(pid, sizeof(pid), "%s", str_at(pay, "id"));
+    json_decref(pay);
+    run_ms(&w, 100); /* its checkpoint is written */
+
+    /* Both in one turn of the loop: a checkpoint in flight, then the decision's own. */
+    sn_incident_t *inc = sn_incident_find(w.e, pid);
+    ck_assert_ptr_nonnull(inc);
+    int64_t before = inc->version;
+    sn_workflow_checkpoint(inc, NULL, 0);
+    ck_assert_int_eq(inc->saving, 1);
+    ck_assert_int_eq(sn_engine_decide(w.e, pid, 1, "test:alice", "quick"), 0);
+
+    pay = wait_incident(&w, "payments", "closed*");
+    ck_assert_str_eq(str_at(pay, "state"), "resolved");
+    ck_assert_uint_eq(json_array_size(json_object_get(pay, "executions")), 1);
+    json_decref(pay);
+    inc = sn_incident_find(w.e, pid);
+    ck_assert_ptr_nonnull(inc);
+    ck_assert_int_eq(inc->lost, 0);
+    ck_assert_int_gt(inc->version, before + 2); /* every checkpoint landed, in turn */
+    ck_assert(sn_metric_value(sn_engine_runtime(w.e), "incident_leases_lost_total", NULL) == 0);
+    ck_assert(sn_metric_value(sn_engine_runtime(w.e), "checkpoint_failures_total", NULL) == 0);
+    world_stop(&w);
+    world_free(&w);
+}
+END_TEST
+
 /* ---- (d) bounded loop-back ---------------------------------------------------------------- */
 
 START_TEST(fix_that_never_holds_escalates_after_max_loops)
@@ -921,6 +963,7 @@ int main(void)
     tcase_add_test(tc, cascade_folds_into_one_incident);
     tcase_add_test(tc, checkout_scenario_resolves_with_one_execution);
     tcase_add_test(tc, medium_risk_waits_for_a_human);
+    tcase_add_test(tc, decision_during_a_checkpoint_in_flight);
     tcase_add_test(tc, fix_that_never_holds_escalates_after_max_loops);
     tcase_add_test(tc, global_dry_run_changes_nothing);
     tcase_add_test(tc, target_outside_allow_is_denied);
