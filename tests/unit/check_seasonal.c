@@ -236,6 +236,44 @@ START_TEST(daily_period_learns_in_one_cycle)
 }
 END_TEST
 
+START_TEST(offsets_survive_period_gaps_and_bad_points)
+{
+    /* A staircase (each hour of the day its own level) learnt with gaps of exactly one period,
+     * which bring a series back to the slot it left, and with ignored points in other hours:
+     * every hour's offset must hold what it learnt (the state keeps the current hour's slots
+     * apart from the arrays and must hand them back on every path). */
+    se_fix_t f;
+    se_open(&f, "period = day\nmin_cycles = 1\nmin_history = 10\n");
+    uint64_t seed = 53;
+    int64_t ts = SE_T0;
+    for (int day = 0; day < 6; day++) {
+        for (int64_t end = ts + SE_DAY; ts < end; ts += SE_STEP) {
+            int hour = (int)((ts - SE_T0) % SE_DAY / SE_HOUR);
+            se_feed(&f, ts, 100 + 10 * hour + 0.5 * se_noise(&seed));
+            if ((ts - SE_T0) % (7 * SE_HOUR + 5 * SE_MIN) == 0) {
+                /* ignored: not finite, in a later hour; older, in an earlier hour */
+                se_feed(&f, ts + 3 * SE_HOUR, NAN);
+                se_feed(&f, ts - 2 * SE_HOUR, 1e6);
+            }
+        }
+        if (day % 2 == 1)
+            ts += SE_DAY + 7 * SE_HOUR; /* back in an hour already seen today, a day later */
+        else
+            ts += SE_DAY; /* the very slot it left */
+    }
+    int off = 0;
+    for (int hour = 0; hour < 24; hour++) {
+        int64_t t = ts - ts % SE_DAY + SE_DAY + hour * SE_HOUR + 30 * SE_MIN;
+        sn_verdict_t out = se_feed(&f, t, 100 + 10 * hour);
+        off += out.anomalous;
+        ck_assert_msg(fabs(out.expected - (100 + 10 * hour)) < 3, "hour %d: expected %g", hour,
+                      out.expected);
+    }
+    ck_assert_int_eq(off, 0);
+    se_close(&f);
+}
+END_TEST
+
 START_TEST(level_shift_is_reported_once)
 {
     se_fix_t f;
@@ -545,6 +583,7 @@ int main(void)
     tcase_add_test(tc, surge_at_unusual_hour_is_reported_with_high_score);
     tcase_add_test(tc, noisier_hours_get_their_own_spread);
     tcase_add_test(tc, daily_period_learns_in_one_cycle);
+    tcase_add_test(tc, offsets_survive_period_gaps_and_bad_points);
     tcase_add_test(tc, level_shift_is_reported_once);
     tcase_add_test(tc, constant_series_never_divides_by_zero);
     tcase_add_test(tc, bad_points_are_ignored);

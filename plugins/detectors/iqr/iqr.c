@@ -5,8 +5,9 @@
  * series (linear interpolation between order statistics, R type 7 / numpy "linear").
  *
  * Order structure: a ring of the window's values in arrival order plus a sorted array of the
- * same values. A new point evicts the oldest value (binary search, memmove down) and inserts
- * itself (binary search, memmove up): O(log w + w) moves of at most 1 KiB, no sort per point.
+ * same values. A new point takes the place of the oldest value: two binary searches (where the
+ * old value is, where the new one goes) and one memmove of the values between the two places:
+ * O(log w + w) moves of at most 1 KiB, no sort per point.
  * Quartiles are then read off the sorted array in O(1).
  *
  * Behaviour the pipeline relies on:
@@ -170,32 +171,34 @@ static void iq_destroy(void *self)
  * Order structure
  * ------------------------------------------------------------------------------------------- */
 
-/* First index in a[0..n) whose value is >= v. */
+/* First index in a[0..n) whose value is >= v. Branch-free halving (the comparison picks the
+ * half with a conditional move): where a new value lands is random, so a branch per step
+ * would be mispredicted half of the time. */
 static size_t iq_lower(const float *a, size_t n, float v)
 {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (a[mid] < v)
-            lo = mid + 1;
-        else
-            hi = mid;
+    if (n == 0)
+        return 0;
+    const float *base = a;
+    while (n > 1) {
+        size_t half = n / 2;
+        base += (size_t)(base[half - 1] < v) * half;
+        n -= half;
     }
-    return lo;
+    return (size_t)(base - a) + (*base < v);
 }
 
-/* First index in a[0..n) whose value is > v. */
+/* First index in a[0..n) whose value is > v (as iq_lower). */
 static size_t iq_upper(const float *a, size_t n, float v)
 {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (a[mid] <= v)
-            lo = mid + 1;
-        else
-            hi = mid;
+    if (n == 0)
+        return 0;
+    const float *base = a;
+    while (n > 1) {
+        size_t half = n / 2;
+        base += (size_t)(base[half - 1] <= v) * half;
+        n -= half;
     }
-    return lo;
+    return (size_t)(base - a) + (*base <= v);
 }
 
 static float iq_encode(const iq_state_t *s, double x)
@@ -208,27 +211,38 @@ static float iq_encode(const iq_state_t *s, double x)
     return (float)f;
 }
 
-/* Append @p f to the window, evicting the oldest value when it is full. */
+/* Append @p f to the window, evicting the oldest value when it is full. A full window replaces
+ * the oldest value by the new one with a single shift of the values between their places
+ * (the same array as removing one and inserting the other, for half the moves). */
 static void iq_push(const iq_t *q, iq_state_t *s, float f)
 {
     size_t cap = (size_t)q->window;
     size_t n = s->count;
+    float *a = IQ_SORTED(s);
     if (n >= cap) {
         float old = IQ_RING(q, s)[s->head];
-        size_t i = iq_lower(IQ_SORTED(s), n, old);
+        size_t i = iq_lower(a, n, old);
         /* The value is always there; were the blob ever damaged, drop the nearest one so the
          * array stays sorted and bounded. */
         if (i >= n)
             i = n - 1;
-        memmove(&IQ_SORTED(s)[i], &IQ_SORTED(s)[i + 1], (n - 1 - i) * sizeof(float));
-        n--;
+        /* where f goes among the values that stay (upper bound, as an insertion would) */
+        size_t j = iq_upper(a, n, f);
+        if (j <= i) {
+            memmove(&a[j + 1], &a[j], (i - j) * sizeof(float));
+            a[j] = f;
+        } else {
+            memmove(&a[i], &a[i + 1], (j - 1 - i) * sizeof(float));
+            a[j - 1] = f;
+        }
         if (s->stale > 0 && --s->stale == 0)
             s->lost = 0;
+    } else {
+        size_t j = iq_upper(a, n, f);
+        memmove(&a[j + 1], &a[j], (n - j) * sizeof(float));
+        a[j] = f;
+        s->count = (uint16_t)(n + 1);
     }
-    size_t j = iq_upper(IQ_SORTED(s), n, f);
-    memmove(&IQ_SORTED(s)[j + 1], &IQ_SORTED(s)[j], (n - j) * sizeof(float));
-    IQ_SORTED(s)[j] = f;
-    s->count = (uint16_t)(n + 1);
     IQ_RING(q, s)[s->head] = f;
     s->head = (uint16_t)((s->head + 1) % cap);
 }

@@ -67,12 +67,21 @@
  * warmup() runs the very same step as observe(), so priming from a store and observing the same
  * points leave byte-identical state (an episode still open at the end included).
  *
- * State lives in the core-owned per-series blob (se_state_t, 936 bytes, zeroed on first use);
+ * State lives in the core-owned per-series blob (se_state_t, 952 bytes, zeroed on first use);
  * observe() never allocates and reads the instance read-only, as worker threads share it.
+ *
+ * Speed. The per-slot arrays are most of the state, but a point only needs its slot and the two
+ * next to it, and most points fall in the hour of the point before. Those three slots are
+ * therefore copied into the state's first 112 bytes (near[], near_slot[]) when a series enters
+ * an hour and written back when it leaves it: a point inside the hour touches only those bytes
+ * (two cache lines), not three lines scattered over the blob. Reciprocals of the time constants
+ * and the per-visit weights are computed once in create(), so the usual point takes no pow()
+ * or log() and few divisions.
  */
 #include <sentinel/plugin.h>
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,9 +106,18 @@ typedef struct se {
     int min_cycles;
     int season_cycles;
     double level_ms, variance_ms, trend_ms, max_gap_ms;
-    /* log(1 - 1/v) for v visits (1..15), and [0] = log(1 - 1/season_cycles): the per-visit
-     * offset weights, so observe() needs no pow() */
+    double inv_level, inv_variance, inv_trend; /* 1 / the windows (0 for a disabled trend) */
+    double inv_season_cycles;
+    /* per visit count v (1..15): max(1 / v, 1 / season_cycles), the per-visit offset weight,
+     * and log(1 - it) (0 when it is 1), so observe() needs no pow() or division */
+    double per_visit[SE_VISITS_MAX + 1];
     double log_keep[SE_VISITS_MAX + 1];
+    /* per spread weight of a finished visit for v visits (1..15):
+     * max(v > 2 ? 1 / (v - 1) : 1, 1 / season_cycles) */
+    double fold_w[SE_VISITS_MAX + 1];
+    /* per earlier visits (0..15): min(1, (1 + it) / (1 + 2 * min_cycles)), the confidence factor */
+    double cycles_conf[SE_VISITS_MAX + 1];
+    double hist_div; /* 4 * min_history: confidence grows with n up to there */
 } se_t;
 
 /* Per-series state: all-zero bytes are a valid "never seen" state. Laid out without implicit
@@ -116,13 +134,23 @@ typedef struct se_state {
     uint16_t visit_points;        /* points so far in the current visit */
     uint16_t visit_scored;        /* of which fed visit_z2 */
     uint8_t in_episode;
-    uint8_t reserved[7];
+    /* The hot copy (valid once n > 0 with a period): hot is the slot of last_hour, near[] and
+     * near_slot[] hold season[] and slot[] of hot - 1, hot and hot + 1 (cyclically). near[1]
+     * and near_slot[1] are authoritative, season[hot] and slot[hot] stale until the series
+     * leaves the hour; the neighbours' copies are only read. */
+    uint8_t hot;
+    uint8_t near_slot[3];
+    uint8_t reserved[3];
+    float near[3];
+    uint8_t reserved2[4];
     float season[SE_SLOTS]; /* additive offset per slot: the slot's mean */
     uint8_t slot[SE_SLOTS]; /* low nibble: visits (current included), high nibble: spread class q
                                (factor 2^(q / 3)) */
 } se_state_t;
 
 _Static_assert(sizeof(se_state_t) <= 1024, "the seasonal state must fit in 1 KiB");
+_Static_assert(offsetof(se_state_t, season) == 112, "the hot part is the first 112 bytes");
+_Static_assert(sizeof(se_state_t) == 112 + SE_SLOTS * 5, "no implicit padding");
 
 static const sn_param_t se_params[] = {
     {"period", SN_T_STRING, "week", 0,
@@ -224,13 +252,27 @@ static int se_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
     c->offset_ms = off * 60000;
     c->min_cycles = (int)min_cycles;
     c->season_cycles = (int)season_cycles;
-    for (int v = 1; v <= SE_VISITS_MAX; v++)
-        c->log_keep[v] = v > 1 ? log1p(-1.0 / v) : 0;
-    c->log_keep[0] = season_cycles > 1 ? log1p(-1.0 / (double)season_cycles) : 0;
+    c->inv_season_cycles = 1.0 / (double)season_cycles;
+    for (int v = 1; v <= SE_VISITS_MAX; v++) {
+        /* the weight of one visit: 1 / v, but never below 1 / season_cycles */
+        double pv = 1.0 / v >= c->inv_season_cycles ? 1.0 / v : c->inv_season_cycles;
+        c->per_visit[v] = pv;
+        c->log_keep[v] = pv < 1 ? log1p(-pv) : 0;
+        double fw = v > 2 ? 1.0 / (v - 1) : 1.0;
+        c->fold_w[v] = fw > c->inv_season_cycles ? fw : c->inv_season_cycles;
+    }
+    for (int e = 0; e <= SE_VISITS_MAX; e++) {
+        double cyc = (1.0 + e) / (1.0 + 2.0 * c->min_cycles);
+        c->cycles_conf[e] = cyc < 1 ? cyc : 1;
+    }
+    c->hist_div = 4.0 * (double)c->min_history;
     c->level_ms = (double)level;
     c->variance_ms = (double)variance;
     c->trend_ms = (double)trend;
     c->max_gap_ms = (double)max_gap;
+    c->inv_level = 1.0 / c->level_ms;
+    c->inv_variance = 1.0 / c->variance_ms;
+    c->inv_trend = trend > 0 ? 1.0 / c->trend_ms : 0;
     *self = c;
     c = NULL;
     rc = 0;
@@ -252,14 +294,9 @@ static int64_t se_floordiv(int64_t a, int64_t b)
     return q;
 }
 
-static int se_visits(const se_state_t *s, int slot)
+static int se_visits_of(uint8_t b)
 {
-    return s->slot[slot] & 0x0f;
-}
-
-static int se_spread_class(const se_state_t *s, int slot)
-{
-    return s->slot[slot] >> 4;
+    return b & 0x0f;
 }
 
 /* 2^(q / 3) for the 16 spread classes: a table, not an exp2() per point. */
@@ -268,25 +305,13 @@ static const double se_spread_of[16] = {
     4,  5.0396841995794928, 6.3496042078727974, 8, 10.079368399158986, 12.699208415745595,
     16, 20.158736798317967, 25.398416831491197, 32};
 
-static double se_spread(const se_state_t *s, int slot)
-{
-    return se_spread_of[se_spread_class(s, slot)];
-}
-
-/* The spread a point is judged with: the widest of its slot and the two next to it. A slot's
- * own estimate rests on a few visits; neighbouring hours share most of their noise, and taking
- * the widest errs towards silence. */
-static double se_spread_near(const se_t *c, const se_state_t *s, int slot)
-{
-    int q = se_spread_class(s, slot);
-    int prev = se_spread_class(s, (slot + c->slots - 1) % c->slots);
-    int next = se_spread_class(s, (slot + 1) % c->slots);
-    if (prev > q)
-        q = prev;
-    if (next > q)
-        q = next;
-    return se_spread_of[q];
-}
+/* 2^(-q / 3): every point scales a residual by its slot's spread, by a multiplication. */
+static const double se_inv_spread_of[16] = {1.0,    0.7937005259840998,   0.6299605249474366,
+                                            0.5,    0.3968502629920499,   0.3149802624737183,
+                                            0.25,   0.19842513149602492,  0.15749013123685915,
+                                            0.125,  0.09921256574801246,  0.07874506561842957,
+                                            0.0625, 0.049606282874006244, 0.03937253280921478,
+                                            0.03125};
 
 static int se_slot_of(const se_t *c, int64_t hour)
 {
@@ -305,62 +330,117 @@ typedef struct se_ctx {
     int seasonal;  /* the slot speaks */
     double dt;     /* ms since the newest point (0 for the first) */
     double h;      /* dt capped at max_gap */
+    /* where the offsets and slot bytes of slot - 1, slot, slot + 1 live now: the hot copy, or
+     * the arrays (the hot slot's entry still read from the copy); NULL with period none */
+    float *val[3];
+    uint8_t *byte[3];
 } se_ctx_t;
 
-static void se_context(const se_t *c, const se_state_t *s, int64_t ts, se_ctx_t *k)
+static void se_context(const se_t *c, se_state_t *s, int64_t ts, se_ctx_t *k)
 {
-    memset(k, 0, sizeof(*k));
+    /* every field is set below (no memset: it would cost more than the rest) */
     /* Most points fall in the hour of the previous one: no division then. */
     int in_range = s->last_hour > INT64_MIN / SE_HOUR_MS + 100 &&
                    s->last_hour < INT64_MAX / SE_HOUR_MS - 100; /* no overflow below */
     int64_t start = in_range ? s->last_hour * SE_HOUR_MS - c->offset_ms : 0;
-    if (s->n > 0 && in_range && ts >= start && ts < start + SE_HOUR_MS) {
+    int same_hour = s->n > 0 && in_range && ts >= start && ts < start + SE_HOUR_MS;
+    if (same_hour) {
         k->hour = s->last_hour;
-        k->frac = (double)(ts - start) / (double)SE_HOUR_MS;
+        k->frac = (double)(ts - start) * (1.0 / (double)SE_HOUR_MS);
     } else {
         /* split before adding the offset: no overflow even near INT64_MAX */
         int64_t q = se_floordiv(ts, SE_HOUR_MS);
         int64_t rem = ts - q * SE_HOUR_MS + c->offset_ms;
         int64_t carry = se_floordiv(rem, SE_HOUR_MS);
         k->hour = q + carry;
-        k->frac = (double)(rem - carry * SE_HOUR_MS) / (double)SE_HOUR_MS;
+        k->frac = (double)(rem - carry * SE_HOUR_MS) * (1.0 / (double)SE_HOUR_MS);
+        same_hour = s->n > 0 && k->hour == s->last_hour;
     }
+    k->dt = k->h = 0;
     if (s->n > 0 && ts > s->last_ts) {
         k->dt = (double)(ts - s->last_ts);
         k->h = k->dt < c->max_gap_ms ? k->dt : c->max_gap_ms;
     }
-    if (c->slots == 0)
+    if (c->slots == 0) {
+        k->slot = k->new_visit = k->completed = k->seasonal = 0;
+        for (int i = 0; i < 3; i++) {
+            k->val[i] = NULL;
+            k->byte[i] = NULL;
+        }
         return;
-    k->slot = se_slot_of(c, k->hour);
-    k->new_visit = s->n == 0 || k->hour != s->last_hour;
-    k->completed = se_visits(s, k->slot) - (k->new_visit ? 0 : 1);
+    }
+    if (same_hour) {
+        k->slot = s->hot;
+        for (int i = 0; i < 3; i++) {
+            k->val[i] = &s->near[i];
+            k->byte[i] = &s->near_slot[i];
+        }
+    } else {
+        k->slot = se_slot_of(c, k->hour);
+        int at[3] = {(k->slot + c->slots - 1) % c->slots, k->slot, (k->slot + 1) % c->slots};
+        for (int i = 0; i < 3; i++) {
+            int hot = s->n > 0 && at[i] == s->hot;
+            k->val[i] = hot ? &s->near[1] : &s->season[at[i]];
+            k->byte[i] = hot ? &s->near_slot[1] : &s->slot[at[i]];
+        }
+    }
+    k->new_visit = !same_hour;
+    k->completed = se_visits_of(*k->byte[1]) - (k->new_visit ? 0 : 1);
     k->seasonal = k->completed >= c->min_cycles && s->n_s >= SE_MIN_RESIDUALS;
+}
+
+/* The series enters the hour of slot @p slot: write the hot copy back (when there is one) and
+ * copy the new slot's neighbourhood in. */
+static void se_settle(const se_t *c, se_state_t *s, int had_hot, int slot)
+{
+    if (had_hot) {
+        s->season[s->hot] = s->near[1];
+        s->slot[s->hot] = s->near_slot[1];
+    }
+    int at[3] = {(slot + c->slots - 1) % c->slots, slot, (slot + 1) % c->slots};
+    for (int i = 0; i < 3; i++) {
+        s->near[i] = s->season[at[i]];
+        s->near_slot[i] = s->slot[at[i]];
+    }
+    s->hot = (uint8_t)slot;
+}
+
+/* The spread a point is judged with: the widest of its slot and the two next to it. A slot's
+ * own estimate rests on a few visits; neighbouring hours share most of their noise, and taking
+ * the widest errs towards silence. */
+static double se_spread_near(const se_ctx_t *k)
+{
+    int q = *k->byte[1] >> 4, prev = *k->byte[0] >> 4, next = *k->byte[2] >> 4;
+    if (prev > q)
+        q = prev;
+    if (next > q)
+        q = next;
+    return se_spread_of[q];
 }
 
 /* The offset at a point: the slot's mean plus a ramp through it whose slope is the minmod of
  * the differences to the neighbouring slots (0 when they differ in sign or a neighbour was never
  * seen). The ramp integrates to zero over the slot, which therefore still learns its mean. */
-static double se_offset(const se_t *c, const se_state_t *s, const se_ctx_t *k)
+static double se_offset(const se_ctx_t *k)
 {
-    int slot = k->slot;
-    double mid = (double)s->season[slot];
-    int prev = (slot + c->slots - 1) % c->slots, next = (slot + 1) % c->slots;
-    if (!se_visits(s, prev) || !se_visits(s, next))
+    double mid = (double)*k->val[1];
+    if (!se_visits_of(*k->byte[0]) || !se_visits_of(*k->byte[2]))
         return mid;
-    double back = mid - (double)s->season[prev];
-    double fwd = (double)s->season[next] - mid;
+    double back = mid - (double)*k->val[0];
+    double fwd = (double)*k->val[2] - mid;
     if (back * fwd <= 0)
         return mid;
     double slope = fabs(back) < fabs(fwd) ? back : fwd;
     return mid + (k->frac - 0.5) * slope;
 }
 
-/* Expected value and residual variance of the model that judges a point in context @p k. */
-static double se_expected(const se_t *c, const se_state_t *s, const se_ctx_t *k, double *var)
+/* Expected value and residual variance of the model that judges a point in context @p k;
+ * @p off is se_offset(k) when the slot speaks. */
+static double se_expected(const se_state_t *s, const se_ctx_t *k, double off, double *var)
 {
     if (k->seasonal) {
-        *var = s->var_s * se_spread_near(c, s, k->slot);
-        return s->lvl_s + se_offset(c, s, k);
+        *var = s->var_s * se_spread_near(k);
+        return s->lvl_s + off;
     }
     *var = s->var_r;
     return s->lvl_r + s->trend_r * k->h;
@@ -383,25 +463,30 @@ static double se_zvalue(double x, double expected, double var)
     return z;
 }
 
-/* 1 - exp(-x) for x >= 0. Points are usually seconds apart and the time constants hours, so x
- * is small: there the series x - x^2/2 + x^3/6 - x^4/24 + x^5/120 is within 2e-16 relative of
- * -expm1(-x) (for x < 0.01) and costs no libm call; larger steps take expm1(). */
-static double se_one_minus_exp(double x)
+/* (1 - exp(-x)) / x for x > 0. Points are usually seconds apart and the time constants hours,
+ * so x is small: there the series 1 - x/2 + x^2/6 - x^3/24 + x^4/120 is within 2e-16 relative
+ * (for x < 0.01) and costs no libm call and no division; larger steps take expm1(). */
+static inline double se_one_minus_exp_over(double x)
 {
     if (x < 0.01)
-        return x * (1 - x / 2 * (1 - x / 3 * (1 - x / 4 * (1 - x / 5))));
+        return 1 - x * 0.5 * (1 - x * (1.0 / 3) * (1 - x * 0.25 * (1 - x * 0.2)));
+    return -expm1(-x) / x;
+}
+
+/* 1 - exp(-x) for x >= 0, as above. */
+static inline double se_one_minus_exp(double x)
+{
+    if (x < 0.01)
+        return x * se_one_minus_exp_over(x);
     return -expm1(-x);
 }
 
-/* Weight of a step of @p dt in an exponential smoother with time constant @p tau. */
-static double se_ewa(double dt, double tau)
+/* max(w, 1 / n) for n >= 1, without the division once 1 / n is clearly the smaller (n * w
+ * beyond 1 by far more than rounding): the usual case once a series has some history. */
+static inline double se_max_inv(double w, uint64_t n)
 {
-    return se_one_minus_exp(dt / tau);
-}
-
-static double se_max(double a, double b)
-{
-    return a > b ? a : b;
+    double inv = (double)n * w > 1 + 1e-9 ? 0 : 1.0 / (double)n;
+    return w > inv ? w : inv;
 }
 
 /* West's weighted update of an exponentially weighted variance around the prediction. */
@@ -410,55 +495,57 @@ static void se_var_update(double *var, double d2, double a)
     *var = (1 - a) * (*var + a * d2);
 }
 
-static void se_update_plain(const se_t *c, se_state_t *s, const se_ctx_t *k, double x, double w)
+/* The time weights of a step of k->h (1 - exp(-h / window)), shared by both models. */
+typedef struct se_weights {
+    double level, variance;
+} se_weights_t;
+
+static void se_update_plain(const se_t *c, se_state_t *s, const se_ctx_t *k, const se_weights_t *tw,
+                            double x, double w)
 {
-    double inv_n = 1.0 / (double)s->n; /* n already counts this point */
+    /* n already counts this point */
     double pred = s->lvl_r + s->trend_r * k->h;
-    double a = se_max(se_ewa(k->h, c->level_ms), inv_n) * w;
+    double a = se_max_inv(tw->level, s->n) * w;
     double lvl = pred + a * (x - pred);
-    if (c->trend_ms > 0)
-        s->trend_r += se_ewa(k->h, c->trend_ms) / k->h * w * (lvl - pred);
-    se_var_update(&s->var_r, (x - pred) * (x - pred),
-                  se_max(se_ewa(k->h, c->variance_ms), inv_n) * w);
+    if (c->trend_ms > 0) /* (1 - exp(-h / trend_window)) / h */
+        s->trend_r += se_one_minus_exp_over(k->h * c->inv_trend) * c->inv_trend * w * (lvl - pred);
+    se_var_update(&s->var_r, (x - pred) * (x - pred), se_max_inv(tw->variance, s->n) * w);
     s->lvl_r = lvl;
 }
 
 /* Fold the finished visit's mean squared standardised residual into its slot's spread class,
- * weighted like the offsets. */
+ * weighted like the offsets. The finished visit's slot is the hot one. */
 static void se_fold_visit(const se_t *c, se_state_t *s)
 {
     if (s->visit_scored == 0)
         return;
-    int slot = se_slot_of(c, s->last_hour);
+    uint8_t *b = &s->near_slot[1];
     /* the first scored visit (the slot's second) sets the spread, later ones average in */
-    int v = se_visits(s, slot);
-    double w = se_max(v > 2 ? 1.0 / (v - 1) : 1.0, 1.0 / c->season_cycles);
-    double old = se_spread(s, slot);
+    double w = c->fold_w[se_visits_of(*b)];
+    double old = se_spread_of[*b >> 4];
     double ratio = old + w * (s->visit_z2 / s->visit_scored - old);
     long q = ratio > 1 ? lround(3 * log2(ratio)) : 0;
     if (q < 0)
         q = 0;
     if (q > 15)
         q = 15;
-    s->slot[slot] = (uint8_t)((s->slot[slot] & 0x0f) | (q << 4));
+    *b = (uint8_t)((*b & 0x0f) | (q << 4));
 }
 
-static void se_update_seasonal(const se_t *c, se_state_t *s, const se_ctx_t *k, double x, double w)
+static void se_update_seasonal(const se_t *c, se_state_t *s, const se_ctx_t *k,
+                               const se_weights_t *tw, double off, double x, double w)
 {
-    int slot = k->slot;
-    double off = se_offset(c, s, k);
     double pred = s->lvl_s + off;
     double d2 = (x - pred) * (x - pred);
-    double spread = se_spread(s, slot);
+    double inv_spread = se_inv_spread_of[*k->byte[1] >> 4];
     double base = s->var_s;
     if (k->new_visit) {
         se_fold_visit(c, s);
         s->visit_z2 = 0;
         s->visit_scored = 0;
         s->visit_points = 0;
-        int v = se_visits(s, slot);
-        if (v < SE_VISITS_MAX)
-            s->slot[slot]++;
+        if (se_visits_of(*k->byte[1]) < SE_VISITS_MAX)
+            (*k->byte[1])++;
     }
     if (s->visit_points < UINT16_MAX)
         s->visit_points++;
@@ -471,25 +558,22 @@ static void se_update_seasonal(const se_t *c, se_state_t *s, const se_ctx_t *k, 
             s->visit_scored++;
         }
         s->n_s++;
-        se_var_update(&s->var_s, d2 / spread,
-                      se_max(se_ewa(k->h, c->variance_ms), 1.0 / (double)s->n_s) * w);
+        se_var_update(&s->var_s, d2 * inv_spread, se_max_inv(tw->variance, s->n_s) * w);
     }
-    double mean = (double)s->season[slot];
-    if (se_visits(s, slot) == 1) {
+    double mean = (double)*k->val[1];
+    int v = se_visits_of(*k->byte[1]);
+    if (v == 1) {
         /* first visit: the offset is the running mean of (value - level); the level stays */
-        s->season[slot] = (float)(mean + (x - s->lvl_s - mean) / (double)s->visit_points);
+        *k->val[1] = (float)(mean + (x - s->lvl_s - mean) / (double)s->visit_points);
         return;
     }
     /* level first, then the slot's mean takes what the level left of the residual */
-    double a = se_max(se_ewa(k->h, c->level_ms), 1.0 / (double)s->n) * w;
+    double a = se_max_inv(tw->level, s->n) * w;
     double lvl = s->lvl_s + a * (x - pred);
-    double per_visit = se_max(1.0 / se_visits(s, slot), 1.0 / c->season_cycles);
-    double f = k->dt < (double)SE_HOUR_MS ? k->dt / (double)SE_HOUR_MS : 1.0;
+    double f = k->dt < (double)SE_HOUR_MS ? k->dt * (1.0 / (double)SE_HOUR_MS) : 1.0;
     /* 1 - (1 - per_visit)^f, with log1p(-per_visit) read from the instance's table */
-    int v = se_visits(s, slot);
-    double lg = 1.0 / v >= 1.0 / c->season_cycles ? c->log_keep[v] : c->log_keep[0];
-    double ws = (per_visit >= 1 ? 1.0 : se_one_minus_exp(-f * lg)) * w;
-    s->season[slot] = (float)(mean + ws * (x - lvl - off));
+    double ws = (c->per_visit[v] >= 1 ? 1.0 : se_one_minus_exp(-f * c->log_keep[v])) * w;
+    *k->val[1] = (float)(mean + ws * (x - lvl - off));
     s->lvl_s = lvl;
 }
 
@@ -500,9 +584,10 @@ static void se_first(const se_t *c, se_state_t *s, const se_ctx_t *k, int64_t ts
     s->last_ts = ts;
     s->last_hour = k->hour;
     if (c->slots) {
-        s->slot[k->slot] = 1;
+        *k->byte[1] = 1;
         s->visit_points = 1;
-        s->season[k->slot] = 0;
+        *k->val[1] = 0;
+        se_settle(c, s, 0, k->slot);
     }
 }
 
@@ -517,7 +602,7 @@ static void se_step(const se_t *c, se_state_t *s, int64_t ts, double x, sn_verdi
     if (!isfinite(x) || (s->n > 0 && ts <= s->last_ts)) {
         if (out && s->n > 0) {
             se_context(c, s, ts > s->last_ts ? ts : s->last_ts, &k);
-            out->expected = se_expected(c, s, &k, &var);
+            out->expected = se_expected(s, &k, k.seasonal ? se_offset(&k) : 0, &var);
         }
         return;
     }
@@ -529,7 +614,8 @@ static void se_step(const se_t *c, se_state_t *s, int64_t ts, double x, sn_verdi
         return;
     }
 
-    double expected = se_expected(c, s, &k, &var);
+    double off = c->slots ? se_offset(&k) : 0;
+    double expected = se_expected(s, &k, off, &var);
     double zv = se_zvalue(x, expected, var);
     double az = fabs(zv);
     int speaking = s->n >= (uint64_t)c->min_history;
@@ -540,13 +626,9 @@ static void se_step(const se_t *c, se_state_t *s, int64_t ts, double x, sn_verdi
         if (speaking) {
             double excess = az - 1 > 0 ? az - 1 : 0;
             out->score = excess > 0 ? 1 - exp(-excess / c->threshold) : 0; /* most points */
-            double hist = c->min_history > 0 ? (double)s->n / (4.0 * (double)c->min_history) : 1.0;
-            if (hist > 1)
-                hist = 1;
-            if (c->slots) {
-                double cyc = (1.0 + k.completed) / (1.0 + 2.0 * c->min_cycles);
-                hist *= cyc < 1 ? cyc : 1;
-            }
+            double hist = (double)s->n >= c->hist_div ? 1.0 : (double)s->n / c->hist_div;
+            if (c->slots)
+                hist *= c->cycles_conf[k.completed];
             double size = az / (2 * c->threshold);
             out->confidence = hist * (0.5 + 0.5 * (size < 1 ? size : 1));
         }
@@ -565,17 +647,26 @@ static void se_step(const se_t *c, se_state_t *s, int64_t ts, double x, sn_verdi
         }
     }
 
-    /* Each model weighs the point by its own verdict on it. */
-    se_ctx_t plain = k;
-    plain.seasonal = 0;
-    double var_r;
-    double exp_r = se_expected(c, s, &plain, &var_r);
-    int out_r = speaking && fabs(se_zvalue(x, exp_r, var_r)) >= c->threshold;
+    /* Each model weighs the point by its own verdict on it (the same one when the plain model
+     * is the judge). */
+    int out_r = outlier;
+    if (k.seasonal) {
+        se_ctx_t plain = k;
+        plain.seasonal = 0;
+        double var_r;
+        double exp_r = se_expected(s, &plain, 0, &var_r);
+        out_r = speaking && fabs(se_zvalue(x, exp_r, var_r)) >= c->threshold;
+    }
     int out_s = k.seasonal && outlier;
+    se_weights_t tw = {se_one_minus_exp(k.h * c->inv_level),
+                       se_one_minus_exp(k.h * c->inv_variance)};
     s->n++;
-    se_update_plain(c, s, &k, x, out_r ? SE_OUTLIER_WEIGHT : 1.0);
-    if (c->slots)
-        se_update_seasonal(c, s, &k, x, out_s ? SE_OUTLIER_WEIGHT : 1.0);
+    se_update_plain(c, s, &k, &tw, x, out_r ? SE_OUTLIER_WEIGHT : 1.0);
+    if (c->slots) {
+        se_update_seasonal(c, s, &k, &tw, off, x, out_s ? SE_OUTLIER_WEIGHT : 1.0);
+        if (k.new_visit)
+            se_settle(c, s, 1, k.slot);
+    }
     s->last_ts = ts;
     s->last_hour = k.hour;
 }

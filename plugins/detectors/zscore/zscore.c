@@ -225,10 +225,11 @@ static void zs_fold(const zs_t *z, zs_state_t *s, double x, int outlier)
     double w = outlier ? ZS_EPISODE_WEIGHT : 1.0;
     s->n++;
     /* 1/n while the history is shorter than the window gives the exact running mean and
-     * variance, so the first min_history points are not judged against a biased spread. */
-    double a = 1.0 / (double)s->n;
-    if (a < z->alpha)
-        a = z->alpha;
+     * variance, so the first min_history points are not judged against a biased spread.
+     * (No division once n * alpha is clearly past 1: 1/n is then the smaller.) */
+    double a = z->alpha;
+    if ((double)s->n * z->alpha <= 1 + 1e-9 && 1.0 / (double)s->n > a)
+        a = 1.0 / (double)s->n;
     a *= w;
     double d = x - s->mean;
     s->mean += a * d;
@@ -302,7 +303,8 @@ static void zs_step(const zs_t *z, zs_state_t *s, int64_t ts, double x, sn_verdi
         if (speaking) {
             double excess = az - 1 > 0 ? az - 1 : 0;
             out->score = excess > 0 ? 1 - exp(-excess / z->threshold) : 0; /* most points */
-            double hist = z->min_history > 0 ? (double)s->n / (4.0 * (double)z->min_history) : 1.0;
+            double full = 4.0 * (double)z->min_history;
+            double hist = (double)s->n >= full ? 1.0 : (double)s->n / full;
             double size = az / (2 * z->threshold);
             out->confidence = (hist < 1 ? hist : 1) * (0.5 + 0.5 * (size < 1 ? size : 1));
         }
