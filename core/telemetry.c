@@ -6,6 +6,17 @@
  * per point), and commit them all-or-nothing so a rejected body loses nothing that was
  * acknowledged. Each worker owns a hash table of its series and their detector state; the core
  * allocates the state blobs, so detectors never allocate on the hot path.
+ *
+ * Speed. A worker visits its series in whatever order points arrive, so with many series
+ * every point would wait for memory twice: its table slot, then its detector state. The worker
+ * therefore looks ahead in the batch: it prefetches the table slot of the point SN_PF_SLOT
+ * entries ahead and, once that slot is in cache, the detector states of the point SN_PF_STATE
+ * entries ahead: whole when they are small (up to SN_PF_WHOLE bytes), else their first two
+ * cache lines (a detector with a larger state keeps its per-point fields there).
+ * State blobs are carved out of per-worker chunks rather than one malloc each: every
+ * detector's state starts on a cache line of its own (offsets rounded to 64 bytes), and the
+ * 2 MiB chunks of a large plane are advised to use huge pages, so that a point does not also
+ * pay a TLB miss to reach a state among hundreds of megabytes of them.
  */
 #include "telemetry.h"
 
@@ -13,8 +24,17 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define SN_MAX_DETECTORS 32
+#define SN_LINE 64               /* cache line: detector states start on one */
+#define SN_CHUNK_MIN (64u << 10) /* the first state chunk of a worker */
+#define SN_CHUNK_HUGE (2u << 20) /* chunks grow to this, a huge page, and stay there */
+#define SN_PF_SLOT 16            /* entries ahead whose table slot is prefetched */
+#define SN_SPARES 4              /* point batch buffers kept for reuse, per plane */
+#define SN_SPARE_MAX (2u << 20)  /* larger buffers are freed, not kept */
+#define SN_PF_WHOLE 640 /* states up to this size are prefetched whole, larger ones 2 lines */
+#define SN_PF_STATE 6   /* entries ahead whose detector states are prefetched */
 
 typedef struct tbatch {
     struct tbatch *next;
@@ -67,6 +87,14 @@ typedef struct worker {
     series_t *tab;
     size_t cap, count;
     size_t hand; /* eviction clock hand */
+    /* state blobs: carved from chunks, released ones kept on a free list (linked through
+     * their first bytes) */
+    unsigned char **chunks;
+    size_t nchunks, chunks_cap;
+    size_t chunk_bytes;  /* size of the newest chunk */
+    unsigned char *next; /* unused part of the newest chunk */
+    size_t left;         /* blobs left there */
+    void *free_states;
 } worker_t;
 
 struct sn_telemetry {
@@ -74,6 +102,7 @@ struct sn_telemetry {
     sn_tdetector_t dets[SN_MAX_DETECTORS];
     size_t ndets;
     size_t offs[SN_MAX_DETECTORS];
+    size_t pf_lines[SN_MAX_DETECTORS]; /* lines of each state prefetched ahead of a point */
     size_t state_size;
     sn_anomaly_fn cb;
     void *cb_arg;
@@ -85,6 +114,13 @@ struct sn_telemetry {
     sn_history_fn history;
     void *history_arg;
     size_t max_warming;
+    _Atomic size_t batch_hint; /* bytes of the last point batch: the next one starts there */
+    /* Processed point batches, kept for the next producer: a buffer of up to a few megabytes
+     * is then allocated (and its pages faulted in) once, not once per batch. Bounded: at most
+     * SN_SPARES buffers of at most SN_SPARE_MAX bytes. */
+    pthread_mutex_t spare_mu;
+    tbatch_t *spares[SN_SPARES];
+    size_t nspares;
     uint32_t warm_mask; /* detectors that can be primed */
     _Atomic uint64_t points, anomalies, series, dropped, rejected, evicted;
     _Atomic uint64_t warming, warmed, warm_failed, warm_skipped;
@@ -95,6 +131,32 @@ struct sn_tbuild {
     tbatch_t **b; /* one per worker */
     size_t n;
 };
+
+/* ---- batch buffers ---- */
+
+static tbatch_t *spare_get(sn_telemetry_t *t)
+{
+    tbatch_t *b = NULL;
+    pthread_mutex_lock(&t->spare_mu);
+    if (t->nspares)
+        b = t->spares[--t->nspares];
+    pthread_mutex_unlock(&t->spare_mu);
+    return b;
+}
+
+/* Keep @p b for reuse, or free it. Thread: any. */
+static void spare_put(sn_telemetry_t *t, tbatch_t *b)
+{
+    if (!b->warm && b->cap <= SN_SPARE_MAX) {
+        pthread_mutex_lock(&t->spare_mu);
+        if (t->nspares < SN_SPARES) {
+            t->spares[t->nspares++] = b;
+            b = NULL;
+        }
+        pthread_mutex_unlock(&t->spare_mu);
+    }
+    free(b);
+}
 
 /* ---- anomaly delivery ---- */
 
@@ -170,6 +232,62 @@ static void abatch_flush(abatch_t **abp)
     }
 }
 
+/* ---- state blobs ---- */
+
+/* A zeroed state blob of t->state_size bytes (a multiple of SN_LINE), SN_LINE aligned, or
+ * NULL. Thread: the worker. */
+static unsigned char *state_alloc(worker_t *w)
+{
+    size_t size = w->t->state_size;
+    unsigned char *st;
+    if (w->free_states) {
+        st = w->free_states;
+        memcpy(&w->free_states, st, sizeof(void *));
+    } else {
+        if (!w->left) {
+            if (w->nchunks == w->chunks_cap) {
+                size_t ncap = w->chunks_cap ? 2 * w->chunks_cap : 8;
+                unsigned char **nc = realloc(w->chunks, ncap * sizeof(*nc));
+                if (!nc)
+                    return NULL;
+                w->chunks = nc;
+                w->chunks_cap = ncap;
+            }
+            /* Small planes stay small; large ones get huge-page chunks. */
+            size_t bytes = w->chunk_bytes ? 2 * w->chunk_bytes : SN_CHUNK_MIN;
+            if (bytes > SN_CHUNK_HUGE)
+                bytes = SN_CHUNK_HUGE;
+            if (bytes < size)
+                bytes = (size + SN_CHUNK_HUGE - 1) & ~(size_t)(SN_CHUNK_HUGE - 1);
+            size_t align = bytes >= SN_CHUNK_HUGE ? SN_CHUNK_HUGE : SN_LINE;
+            unsigned char *c = aligned_alloc(align, bytes);
+            if (!c)
+                return NULL;
+#ifdef MADV_HUGEPAGE
+            if (align == SN_CHUNK_HUGE)
+                madvise(c, bytes, MADV_HUGEPAGE); /* advice only: failure changes nothing */
+#endif
+            w->chunks[w->nchunks++] = c;
+            w->chunk_bytes = bytes;
+            w->next = c;
+            w->left = bytes / size;
+        }
+        st = w->next;
+        w->next += size;
+        w->left--;
+    }
+    memset(st, 0, size);
+    return st;
+}
+
+static void state_free(worker_t *w, unsigned char *st)
+{
+    if (!st)
+        return;
+    memcpy(st, &w->free_states, sizeof(void *));
+    w->free_states = st;
+}
+
 /* ---- series table (open addressing, linear probing; key 0 = empty) ---- */
 
 static bool metric_matches(const char *const *pats, const char *metric)
@@ -186,10 +304,27 @@ static bool metric_matches(const char *const *pats, const char *metric)
     return false;
 }
 
+/* A zeroed table of @p cap entries; a large one is advised to use huge pages (see the top). */
+static series_t *tab_alloc(size_t cap)
+{
+    size_t bytes = cap * sizeof(series_t);
+    if (bytes < SN_CHUNK_HUGE)
+        return calloc(cap, sizeof(series_t));
+    bytes = (bytes + SN_CHUNK_HUGE - 1) & ~(size_t)(SN_CHUNK_HUGE - 1);
+    series_t *tab = aligned_alloc(SN_CHUNK_HUGE, bytes);
+    if (!tab)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(tab, bytes, MADV_HUGEPAGE);
+#endif
+    memset(tab, 0, bytes);
+    return tab;
+}
+
 static int tab_grow(worker_t *w)
 {
     size_t ncap = w->cap ? w->cap * 2 : 1024;
-    series_t *nt = calloc(ncap, sizeof(*nt));
+    series_t *nt = tab_alloc(ncap);
     if (!nt)
         return SN_ENOMEM;
     for (size_t i = 0; i < w->cap; i++) {
@@ -213,13 +348,13 @@ static void warm_done(sn_telemetry_t *t, series_t *s)
     atomic_fetch_sub(&t->warming, 1);
 }
 
-static void series_release(sn_telemetry_t *t, series_t *s)
+static void series_release(worker_t *w, series_t *s)
 {
     if (s->warm)
-        warm_done(t, s);
+        warm_done(w->t, s);
     free(s->metric);
     json_decref(s->labels);
-    free(s->state);
+    state_free(w, s->state);
 }
 
 /* Remove slot @p i and shift later members of its probe run back, so lookups never meet a
@@ -258,7 +393,7 @@ static int evict_one(worker_t *w)
             s->ref = 0;
             continue;
         }
-        series_release(w->t, s);
+        series_release(w, s);
         tab_delete(w, i);
         atomic_fetch_add(&w->t->evicted, 1);
         atomic_fetch_sub(&w->t->series, 1);
@@ -304,9 +439,9 @@ static series_t *series_get(worker_t *w, const pentry_t *p)
         free(name);
         q += 4 + nl + vl;
     }
-    s->state = t->state_size ? calloc(1, t->state_size) : NULL;
+    s->state = t->state_size ? state_alloc(w) : NULL;
     if (!s->metric || !s->labels || (t->state_size && !s->state)) {
-        series_release(t, s);
+        series_release(w, s);
         memset(s, 0, sizeof(*s));
         return NULL;
     }
@@ -334,12 +469,47 @@ static series_t *series_get(worker_t *w, const pentry_t *p)
 
 /* ---- worker ---- */
 
+static series_t *series_find(worker_t *w, uint64_t key);
+
+/* Look-ahead for entry @p p (its slot prefetched a while ago): the detector states of its
+ * series (pf_lines of each), when it has one already. */
+static void prefetch_state(worker_t *w, const pentry_t *p)
+{
+    const sn_telemetry_t *t = w->t;
+    series_t *s = series_find(w, p->series ? p->series : 1);
+    if (!s || !s->state)
+        return;
+    for (size_t d = 0; d < t->ndets; d++)
+        for (size_t l = 0; l < t->pf_lines[d]; l++)
+            __builtin_prefetch(s->state + t->offs[d] + l * SN_LINE, 1);
+}
+
 static void process_batch(worker_t *w, tbatch_t *b)
 {
     sn_telemetry_t *t = w->t;
     abatch_t *ab = NULL;
     size_t off = 0;
+    /* two cursors ahead of the current entry: table slots, then states */
+    size_t slot_i = 0, slot_off = 0, state_i = 0, state_off = 0;
     for (size_t i = 0; i < b->n; i++) {
+        for (; slot_i < b->n && slot_i < i + SN_PF_SLOT; slot_i++) {
+            /* Written out here: GCC deems a function that only prefetches pure and drops its
+             * calls. */
+            const pentry_t *q = (const pentry_t *)(b->data + slot_off);
+            if (w->cap) {
+                /* both ends: an entry may straddle two lines */
+                const char *e = (const char *)&w->tab[(q->series ? q->series : 1) & (w->cap - 1)];
+                __builtin_prefetch(e);
+                __builtin_prefetch(e + sizeof(series_t) - 1);
+            }
+            slot_off += q->size;
+        }
+        for (; state_i < b->n && state_i < i + SN_PF_STATE; state_i++) {
+            const pentry_t *q = (const pentry_t *)(b->data + state_off);
+            if (state_i > i)
+                prefetch_state(w, q);
+            state_off += q->size;
+        }
         const pentry_t *p = (const pentry_t *)(b->data + off);
         off += p->size;
         series_t *s = series_get(w, p);
@@ -478,7 +648,7 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&w->mu);
         w->queued -= b->n;
         w->busy = 0;
-        free(b);
+        spare_put(w->t, b);
         if (!w->head)
             pthread_cond_broadcast(&w->idle_cv);
     }
@@ -496,14 +666,19 @@ sn_telemetry_t *sn_telemetry_new(sn_runtime_t *rt, const sn_telemetry_opts_t *o,
     if (!t)
         return NULL;
     t->rt = rt;
+    pthread_mutex_init(&t->spare_mu, NULL);
     t->cb = cb;
     t->cb_arg = arg;
     t->ndets = ndets;
     for (size_t d = 0; d < ndets; d++) {
         t->dets[d] = dets[d];
         t->offs[d] = t->state_size;
-        /* Keep every detector's state 16-byte aligned. */
-        t->state_size += (sn_detector_state_size(dets[d].ops, dets[d].self) + 15) & ~(size_t)15;
+        /* Every detector's state starts on a cache line of its own (blobs are line aligned). */
+        size_t size = (sn_detector_state_size(dets[d].ops, dets[d].self) + SN_LINE - 1) &
+                      ~(size_t)(SN_LINE - 1);
+        t->state_size += size;
+        /* A small state is read whole; a large one keeps its per-point fields in front. */
+        t->pf_lines[d] = size <= SN_PF_WHOLE ? size / SN_LINE : 2;
     }
     t->nw = o->workers;
     t->queue_cap = o->queue_points / (size_t)o->workers + 1;
@@ -517,6 +692,7 @@ sn_telemetry_t *sn_telemetry_new(sn_runtime_t *rt, const sn_telemetry_opts_t *o,
             t->warm_mask |= 1u << d;
     t->w = calloc((size_t)t->nw, sizeof(*t->w));
     if (!t->w) {
+        pthread_mutex_destroy(&t->spare_mu);
         free(t);
         return NULL;
     }
@@ -548,7 +724,10 @@ void sn_telemetry_free(sn_telemetry_t *t)
         pthread_join(w->thread, NULL);
         for (size_t j = 0; j < w->cap; j++)
             if (w->tab[j].key)
-                series_release(t, &w->tab[j]);
+                series_release(w, &w->tab[j]);
+        for (size_t j = 0; j < w->nchunks; j++)
+            free(w->chunks[j]);
+        free(w->chunks);
         while (w->head) {
             tbatch_t *b = w->head;
             w->head = b->next;
@@ -559,6 +738,9 @@ void sn_telemetry_free(sn_telemetry_t *t)
         pthread_cond_destroy(&w->cv);
         pthread_cond_destroy(&w->idle_cv);
     }
+    for (size_t i = 0; i < t->nspares; i++)
+        free(t->spares[i]);
+    pthread_mutex_destroy(&t->spare_mu);
     free(t->w);
     free(t);
 }
@@ -594,19 +776,59 @@ size_t sn_tbuild_count(const sn_tbuild_t *b)
     return b->n;
 }
 
+/* memcpy for the short strings of a record (names, values: mostly under 16 bytes), without a
+ * library call each: fixed-size moves that may overlap. */
+static inline void tb_copy(char *dst, const char *src, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        memcpy(dst, src, 8);
+        memcpy(dst + n - 8, src + n - 8, 8);
+    } else if (n >= 4 && n < 8) {
+        memcpy(dst, src, 4);
+        memcpy(dst + n - 4, src + n - 4, 4);
+    } else if (n > 16) {
+        memcpy(dst, src, n);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            dst[i] = src[i];
+    }
+}
+
+/* Labels whose lengths sn_tbuild_add measures once; a record with more measures the rest
+ * twice. */
+#define SN_TB_LENS 32
+
 int sn_tbuild_add(sn_tbuild_t *b, const sn_record_t *rec)
 {
     size_t ml = strlen(rec->metric);
     size_t need = sizeof(pentry_t) + ml;
-    for (size_t i = 0; i < rec->nlabels; i++)
-        need += 4 + strlen(rec->labels[i].name) + strlen(rec->labels[i].value);
+    uint16_t lens[2 * SN_TB_LENS];
+    for (size_t i = 0; i < rec->nlabels; i++) {
+        size_t nl = strlen(rec->labels[i].name), vl = strlen(rec->labels[i].value);
+        if (nl > UINT16_MAX || vl > UINT16_MAX)
+            return SN_EINVAL;
+        if (i < SN_TB_LENS) {
+            lens[2 * i] = (uint16_t)nl;
+            lens[2 * i + 1] = (uint16_t)vl;
+        }
+        need += 4 + nl + vl;
+    }
     need = (need + 7) & ~(size_t)7;
     if (need > UINT16_MAX || ml > UINT16_MAX || rec->nlabels > UINT16_MAX)
         return SN_EINVAL; /* ingest limits keep records far below this */
     int wi = (int)(rec->series % (uint64_t)b->t->nw);
     tbatch_t *tb = b->b[wi];
+    if (!tb && (tb = spare_get(b->t)) != NULL) {
+        tb->n = tb->used = tb->hn = 0;
+        tb->next = NULL;
+        tb->warm = tb->warm_ok = 0;
+        tb->warm_key = 0;
+        b->b[wi] = tb;
+    }
     if (!tb || tb->used + need > tb->cap) {
-        size_t cap = tb ? tb->cap * 2 : 16384;
+        /* A new batch starts at the size the last one reached: no copying while it grows. */
+        size_t hint = atomic_load_explicit(&b->t->batch_hint, memory_order_relaxed);
+        size_t cap = tb ? tb->cap * 2 : hint > 16384 ? hint : 16384;
         while (cap < (tb ? tb->used : 0) + need)
             cap *= 2;
         tbatch_t *nb = realloc(tb, sizeof(*nb) + cap);
@@ -630,15 +852,15 @@ int sn_tbuild_add(sn_tbuild_t *b, const sn_record_t *rec)
     p->nlabels = (uint16_t)rec->nlabels;
     p->pad = 0;
     char *q = (char *)(p + 1);
-    memcpy(q, rec->metric, ml);
+    tb_copy(q, rec->metric, ml);
     q += ml;
     for (size_t i = 0; i < rec->nlabels; i++) {
-        uint16_t nl = (uint16_t)strlen(rec->labels[i].name);
-        uint16_t vl = (uint16_t)strlen(rec->labels[i].value);
+        uint16_t nl = i < SN_TB_LENS ? lens[2 * i] : (uint16_t)strlen(rec->labels[i].name);
+        uint16_t vl = i < SN_TB_LENS ? lens[2 * i + 1] : (uint16_t)strlen(rec->labels[i].value);
         memcpy(q, &nl, 2);
         memcpy(q + 2, &vl, 2);
-        memcpy(q + 4, rec->labels[i].name, nl);
-        memcpy(q + 4 + nl, rec->labels[i].value, vl);
+        tb_copy(q + 4, rec->labels[i].name, nl);
+        tb_copy(q + 4 + nl, rec->labels[i].value, vl);
         q += 4 + nl + vl;
     }
     tb->used += need;
@@ -664,6 +886,11 @@ int sn_tbuild_commit(sn_tbuild_t *b)
             if (!tb)
                 continue;
             worker_t *w = &t->w[i];
+            /* the hint: a little over this batch's bytes, capped (1 MiB per worker) */
+            size_t hint = tb->used + tb->used / 8;
+            if (hint > (1u << 20))
+                hint = 1u << 20;
+            atomic_store_explicit(&t->batch_hint, hint, memory_order_relaxed);
             tb->next = NULL;
             if (w->tail)
                 w->tail->next = tb;

@@ -7,27 +7,42 @@
  *
  * How it measures (inputs are deterministic, everything runs on one thread unless said):
  *  - Series are visited round-robin: one pass gives every series its next point, event time
- *    advancing 10 s per pass. A value is a per-series level plus noise from a fixed table in
- *    which one entry in BENCH_SPIKE_EVERY carries a spike of about 26 sigma. Every series is
- *    first warmed up with BENCH_WARM untimed points, past every detector's min_history and the
- *    iqr window.
+ *    advancing 10 s per pass. A value is a per-series level plus noise computed from a hash of
+ *    (series, point): near-normal (sigma 1.15), and one point in BENCH_SPIKE_EVERY carries a
+ *    spike of about 26 sigma. Computed, not looked up in a table: a table too large for the
+ *    cache would charge the detectors a cache miss per point that is the bench's own. Every
+ *    series is first warmed up with BENCH_WARM untimed points, past every detector's
+ *    min_history and the iqr window.
  *  - <type>_points_per_s: observe() calls per CPU second of the calling thread
  *    (CLOCK_THREAD_CPUTIME_ID, so that preemption on a shared machine does not count), each
- *    series with its own state blob in one array, for about BENCH_SECONDS.
- *  - all_detectors_points_per_s: records (metric and two labels, series hash computed per
- *    record as ingest does) are packed with sn_tbuild_add into batches of BENCH_BATCH and
- *    committed to a telemetry plane with one worker that runs all three detectors; anomalies
- *    reach a counting callback on the loop. The figure is points per CPU second of the whole
- *    process (producer, worker and loop together: what a point costs on one core), from the
- *    first timed batch until the plane has drained. JSON parsing and correlation are not in it.
- *  - bytes_per_series: RSS growth (/proc/self/statm) of that plane from before its first point
- *    to after every series has been warmed up, over the series count: detector state, series
- *    table, metric copy and label object together. state_bytes_per_series is the sum of the
- *    detectors' state_size, each rounded up to 16 bytes as the plane does.
+ *    series with its own state blob in one array laid out as the telemetry plane lays states
+ *    out (each on 64-byte lines of its own, huge pages advised), for about BENCH_SECONDS. Like
+ *    the plane, the loop prefetches the first two cache lines of the state of the series
+ *    BENCH_PREFETCH ahead; --no-prefetch measures a detector without that help (a state
+ *    that is not in cache then costs a memory round trip per point, which with 100000
+ *    series and states of a few hundred bytes is most of what a fast detector costs).
+ *  - all_detectors_points_per_s: a real engine (sn_engine_new from a generated configuration:
+ *    the three detectors with their defaults, each feeding the correlate node, one telemetry
+ *    worker) takes records (metric and two labels, series hash computed per record as ingest
+ *    does, event-time watermark advanced as ingest does) packed with sn_tbuild_add into
+ *    batches of BENCH_BATCH and committed to its telemetry plane; the plane runs the three
+ *    detectors and hands every anomaly to correlation on the engine's loop (admission,
+ *    grouping into incidents), which this thread runs. The figure is points per CPU second of
+ *    the whole process (producer, worker and loop with correlation together: what a point
+ *    costs on one core), from the first timed batch until every anomaly has been correlated.
+ *    Out of it: JSON parsing of the request body (ingest's parser; sn_ingest has its own
+ *    tests), the HTTP layer, and what runs after correlation (the pipeline here ends there).
+ *    The note on stderr gives the loop's (correlation's) share.
+ *  - bytes_per_series: RSS growth (/proc/self/statm) of that engine from before its first
+ *    point to after every series has been warmed up, over the series count: detector state,
+ *    series table, metric copy, label object and correlation's memory together.
+ *    state_bytes_per_series is the sum of the detectors' state_size, each rounded up to 64
+ *    bytes as the plane does.
  *  - verdict_latency_p50_us / _p99_us: one point through the three observe() calls, timed
  *    with CLOCK_MONOTONIC on every BENCH_SAMPLE_EVERY-th point (the clock's own cost, a few
  *    tens of nanoseconds, is included).
  */
+#include "engine-internal.h"
 #include "model.h"
 #include "runtime.h"
 #include "telemetry.h"
@@ -36,6 +51,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,12 +62,13 @@
 #define BENCH_WARM 64               /* points per series before timing */
 #define BENCH_T0_MS 1795600800000LL /* event time of the first point */
 #define BENCH_STEP_MS 10000         /* event time between two points of a series */
-#define BENCH_VALUES 65536          /* noise table entries, a power of two */
-#define BENCH_SPIKE_EVERY 500       /* one noise entry in this many is a spike */
+#define BENCH_SPIKE_EVERY 500       /* one point in this many is a spike */
 #define BENCH_SPIKE 30.0            /* spike height; the noise has sigma 1.15 */
 #define BENCH_BATCH 8192            /* points per committed telemetry batch */
 #define BENCH_INFLIGHT 4            /* batches queued ahead of the telemetry worker */
-#define BENCH_SAMPLE_EVERY 64       /* latency: time one point in this many */
+#define BENCH_PREFETCH 6            /* direct figures: series ahead whose state is prefetched */
+#define BENCH_HUGE (2u << 20)
+#define BENCH_SAMPLE_EVERY 64 /* latency: time one point in this many */
 #define BENCH_METRIC "bench_latency_ms"
 
 enum { D_ZSCORE, D_IQR, D_SEASONAL, D_N };
@@ -74,7 +91,7 @@ typedef struct bench {
     bdet_t det[D_N];
     size_t nseries;
     double seconds;
-    double noise[BENCH_VALUES];
+    int prefetch; /* direct figures prefetch states ahead, as the plane does */
 } bench_t;
 
 /* ---- clocks, memory, inputs ---- */
@@ -105,46 +122,56 @@ static long long bench_rss(void)
     return ok ? resident * sysconf(_SC_PAGESIZE) : -1;
 }
 
-/* xorshift64*: a fixed seed makes every run see the same values. */
-static uint64_t bench_rng(uint64_t *x)
+/* splitmix64's finaliser: every input bit moves about half the output bits. */
+static inline uint64_t bench_mix(uint64_t x)
 {
-    *x ^= *x >> 12;
-    *x ^= *x << 25;
-    *x ^= *x >> 27;
-    return *x * 2685821657736338717ULL;
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
 }
 
-static double bench_uniform(uint64_t *x)
-{
-    return (double)(bench_rng(x) >> 11) * 0x1.0p-53;
-}
-
-static void bench_fill_noise(bench_t *b)
-{
-    uint64_t x = 0x9e3779b97f4a7c15ULL;
-    for (size_t k = 0; k < BENCH_VALUES; k++) {
-        /* Sum of four uniforms: near-normal, sigma = 2 * sqrt(4 / 12) = 1.15. */
-        double n = 0;
-        for (int j = 0; j < 4; j++)
-            n += bench_uniform(&x) - 0.5;
-        n *= 2;
-        uint64_t r = bench_rng(&x);
-        if (r % BENCH_SPIKE_EVERY == 0)
-            n += (r >> 32) & 1 ? BENCH_SPIKE : -BENCH_SPIKE;
-        b->noise[k] = n;
-    }
-}
-
-/* Value of series @p s at its point @p i; the table index walks a different path per series. */
+/* Value of series @p s at its point @p i: level 100 + s % 97 plus the sum of four uniforms
+ * (16 bits each of one hash, near-normal with sigma 2 * sqrt(4 / 12) = 1.15), and a spike of
+ * +-BENCH_SPIKE on one point in BENCH_SPIKE_EVERY (decided by the high bits of a second
+ * product of the hash). The same (s, i) always gives the same value. */
 static inline double bench_value(const bench_t *b, size_t s, uint64_t i)
 {
-    uint32_t k = ((uint32_t)s * 2654435761u + (uint32_t)i * 40503u) & (BENCH_VALUES - 1);
-    return 100.0 + (double)(s % 97) + b->noise[k];
+    (void)b;
+    uint64_t h = bench_mix(((uint64_t)s << 32) ^ i ^ 0x9e3779b97f4a7c15ULL);
+    double n = (double)(h & 0xffff) + (double)((h >> 16) & 0xffff) + (double)((h >> 32) & 0xffff) +
+               (double)(h >> 48);
+    n = (n * (1.0 / 65536) - 2.0) * 2;
+    uint32_t r = (uint32_t)((h * 0x9e3779b97f4a7c15ULL) >> 32);
+    if (r % BENCH_SPIKE_EVERY == 0)
+        n += r & 0x80000000u ? BENCH_SPIKE : -BENCH_SPIKE;
+    return 100.0 + (double)(s % 97) + n;
 }
 
 static inline int64_t bench_ts(uint64_t i)
 {
     return BENCH_T0_MS + (int64_t)i * BENCH_STEP_MS;
+}
+
+/* Bytes one detector's state takes in a series blob: rounded up to a cache line, as the
+ * telemetry plane lays them out (each state starts on a line of its own). */
+static size_t bench_stride(const bdet_t *d)
+{
+    size_t n = (sn_detector_state_size(d->ops, d->self) + 63) & ~(size_t)63;
+    return n ? n : 64;
+}
+
+/* @p n blobs of @p stride bytes, zeroed, the first one cache-line aligned (as the plane's). */
+static unsigned char *bench_states(size_t n, size_t stride)
+{
+    size_t bytes = (n * stride + BENCH_HUGE - 1) & ~(size_t)(BENCH_HUGE - 1);
+    unsigned char *st = aligned_alloc(BENCH_HUGE, bytes);
+    if (st) {
+        madvise(st, bytes, MADV_HUGEPAGE);
+        memset(st, 0, n * stride);
+    }
+    return st;
 }
 
 /* ---- detectors ---- */
@@ -226,6 +253,11 @@ static uint64_t bench_pass(const bench_t *b, const bdet_t *d, unsigned char *st,
     sn_point_t pt = {.ts_ms = bench_ts(i), .metric = BENCH_METRIC};
     for (size_t s = 0; s < b->nseries; s++) {
         sn_verdict_t v;
+        if (b->prefetch && s + BENCH_PREFETCH < b->nseries) {
+            /* as the telemetry plane does for the points ahead in a batch */
+            __builtin_prefetch(st + (s + BENCH_PREFETCH) * stride, 1);
+            __builtin_prefetch(st + (s + BENCH_PREFETCH) * stride + 64, 1);
+        }
         pt.value = bench_value(b, s, i);
         pt.series = s + 1;
         if (d->ops->observe(d->self, st + s * stride, &pt, &v) == 0)
@@ -237,10 +269,8 @@ static uint64_t bench_pass(const bench_t *b, const bdet_t *d, unsigned char *st,
 /* observe() calls per CPU second of this thread. Returns 0 or SN_ENOMEM. */
 static int bench_direct(const bench_t *b, const bdet_t *d, double *rate)
 {
-    size_t stride = (sn_detector_state_size(d->ops, d->self) + 15) & ~(size_t)15;
-    if (!stride)
-        stride = 16;
-    unsigned char *st = calloc(b->nseries, stride);
+    size_t stride = bench_stride(d);
+    unsigned char *st = bench_states(b->nseries, stride);
     if (!st)
         return SN_ENOMEM;
     uint64_t i = 0, anomalies = 0, points = 0;
@@ -277,14 +307,12 @@ static int bench_latency(const bench_t *b, const bdet_t *const *ds, size_t nd, d
     size_t offs[D_N], stride = 0;
     for (size_t k = 0; k < nd; k++) {
         offs[k] = stride;
-        stride += (sn_detector_state_size(ds[k]->ops, ds[k]->self) + 15) & ~(size_t)15;
+        stride += bench_stride(ds[k]);
     }
-    if (!stride)
-        stride = 16;
     int rc = SN_ENOMEM;
     size_t ns = 0, cap = 1 << 16;
     int64_t *samples = malloc(cap * sizeof(*samples));
-    unsigned char *st = calloc(b->nseries, stride);
+    unsigned char *st = bench_states(b->nseries, stride);
     if (!samples || !st)
         goto out;
     sn_point_t pt = {.metric = BENCH_METRIC};
@@ -338,26 +366,23 @@ out:
     return rc;
 }
 
-/* ---- the telemetry plane ---- */
+/* ---- the telemetry plane of an engine, with correlation ---- */
 
 typedef struct plane {
     const bench_t *b;
-    sn_telemetry_t *t;
+    sn_engine_t *e;
+    sn_telemetry_t *t; /* the engine's */
     sn_tbuild_t *build;
     const sn_label_t *labels; /* two per series */
-    uint64_t delivered;       /* anomalies seen by the callback */
+    double loop_cpu;          /* CPU seconds spent in the loop: delivery and correlation */
 } plane_t;
 
-static void plane_on_anomalies(void *arg, const sn_anomaly_t *a, size_t n)
-{
-    (void)a;
-    ((plane_t *)arg)->delivered += n;
-}
-
-/* Run the loop's pending callbacks (anomaly deliveries) without blocking. */
+/* Run the loop's pending callbacks (anomaly deliveries, correlation) without blocking. */
 static void plane_loop(plane_t *p)
 {
-    event_base_loop(sn_runtime_base(p->b->rt), EVLOOP_NONBLOCK);
+    double c0 = bench_clock(CLOCK_THREAD_CPUTIME_ID);
+    event_base_loop(sn_runtime_base(sn_engine_runtime(p->e)), EVLOOP_NONBLOCK);
+    p->loop_cpu += bench_clock(CLOCK_THREAD_CPUTIME_ID) - c0;
 }
 
 /* Commit the open build once the worker has room: at most BENCH_INFLIGHT batches queued, so
@@ -399,11 +424,15 @@ static int plane_pass(plane_t *p, uint64_t i)
         if (rc != 0)
             return rc;
     }
+    /* Event time as ingest advances it: correlation ends an incident's gathering by it. */
+    int64_t cur = atomic_load(&p->e->watermark);
+    while (rec.ts_ms > cur && !atomic_compare_exchange_weak(&p->e->watermark, &cur, rec.ts_ms))
+        ;
     return 0;
 }
 
 /* Commit what is left, wait until the worker has observed everything and the loop has
- * delivered every anomaly. */
+ * correlated every anomaly. */
 static int plane_drain(plane_t *p)
 {
     int rc = plane_commit(p);
@@ -415,7 +444,7 @@ static int plane_drain(plane_t *p)
         sn_telemetry_stats_t st;
         sn_telemetry_stats(p->t, &st);
         plane_loop(p);
-        if (p->delivered >= st.anomalies)
+        if (p->e->anomalies_delivered >= st.anomalies)
             return 0;
         if (bench_clock(CLOCK_MONOTONIC) > deadline)
             return SN_ETIMEDOUT;
@@ -429,11 +458,34 @@ typedef struct plane_result {
     double state_bytes;
 } plane_result_t;
 
-static int bench_plane(const bench_t *b, const bdet_t *const *ds, size_t nd, plane_result_t *out)
+/* The engine's configuration: the detectors with their defaults, each feeding correlate; one
+ * telemetry worker with room for every series and the batches in flight. */
+static int plane_conf(const bench_t *b, const bdet_t *const *ds, size_t nd, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return SN_EIO;
+    fprintf(f,
+            "[sentinel]\nworkers = 1\nmax_series = %zu\nqueue_points = %d\nlog_level = error\n\n",
+            2 * b->nseries, 2 * BENCH_INFLIGHT * BENCH_BATCH);
+    /* A pipeline starts at an input: the HTTP one, idle here (the engine runs without the
+     * API; points go straight into its telemetry plane). */
+    fprintf(f, "[input:events]\nplugin = http\n\n");
+    for (size_t k = 0; k < nd; k++)
+        fprintf(f, "[detector:bench_%s]\nplugin = %s\n\n", ds[k]->type, ds[k]->type);
+    fprintf(f, "[pipeline]\n");
+    for (size_t k = 0; k < nd; k++)
+        fprintf(f, "edge = events -> bench_%s\nedge = bench_%s -> correlate\n", ds[k]->type,
+                ds[k]->type);
+    return fclose(f) == 0 ? 0 : SN_EIO;
+}
+
+static int bench_plane(const bench_t *b, const bdet_t *const *ds, size_t nd, const char *plugin_dir,
+                       plane_result_t *out)
 {
     int rc = SN_ENOMEM;
     plane_t p = {.b = b};
-    sn_tdetector_t tds[D_N];
+    char dir[] = "/tmp/sentinel-bench-XXXXXX", conf[64] = "";
     char *names = malloc(b->nseries * 32);
     sn_label_t *labels = malloc(b->nseries * 2 * sizeof(*labels));
     if (!names || !labels)
@@ -448,19 +500,30 @@ static int bench_plane(const bench_t *b, const bdet_t *const *ds, size_t nd, pla
     }
     p.labels = labels;
     out->state_bytes = 0;
-    for (size_t k = 0; k < nd; k++) {
-        tds[k] = (sn_tdetector_t){
-            .name = ds[k]->host.instance, .ops = ds[k]->ops, .self = ds[k]->self, .metrics = NULL};
-        out->state_bytes +=
-            (double)((sn_detector_state_size(ds[k]->ops, ds[k]->self) + 15) & ~(size_t)15);
-    }
-    sn_telemetry_opts_t o = {.workers = 1,
-                             .queue_points = 2 * BENCH_INFLIGHT * BENCH_BATCH,
-                             .max_series = 2 * b->nseries,
-                             .evict = 0};
-    p.t = sn_telemetry_new(b->rt, &o, tds, nd, plane_on_anomalies, &p);
-    if (!p.t)
+    for (size_t k = 0; k < nd; k++)
+        out->state_bytes += (double)bench_stride(ds[k]);
+
+    rc = SN_EIO;
+    if (!mkdtemp(dir))
         goto out;
+    snprintf(conf, sizeof(conf), "%s/sentinel.conf", dir);
+    if ((rc = plane_conf(b, ds, nd, conf)) != 0)
+        goto out;
+    sn_diag_t dg;
+    sn_diag_init(&dg);
+    sn_engine_opts_t eo = {.config_path = conf,
+                           .plugin_dir = plugin_dir ? plugin_dir : sn_model_default_plugin_dir(),
+                           .no_http = 1};
+    p.e = sn_engine_new(&eo, &dg);
+    if (!p.e || sn_engine_check(p.e, &dg) != 0 || sn_engine_start(p.e) != 0) {
+        sn_diag_print(&dg, stderr);
+        sn_diag_free(&dg);
+        fprintf(stderr, "sentinel-bench error: the engine did not start\n");
+        rc = SN_EINVAL;
+        goto out;
+    }
+    sn_diag_free(&dg);
+    p.t = p.e->tel;
 
     long long rss0 = bench_rss();
     uint64_t i = 0;
@@ -475,6 +538,7 @@ static int bench_plane(const bench_t *b, const bdet_t *const *ds, size_t nd, pla
     sn_telemetry_stats_t st0, st1;
     sn_telemetry_stats(p.t, &st0);
     double c0 = bench_clock(CLOCK_PROCESS_CPUTIME_ID), w0 = bench_clock(CLOCK_MONOTONIC);
+    p.loop_cpu = 0;
     do {
         if ((rc = plane_pass(&p, i++)) != 0)
             goto out;
@@ -498,19 +562,24 @@ static int bench_plane(const bench_t *b, const bdet_t *const *ds, size_t nd, pla
     out->rate = (double)points / (c1 - c0);
     fprintf(stderr,
             "sentinel-bench note: telemetry: %llu points in %.3f s CPU (%.3f s wall, %.0f points/s "
-            "wall), %llu anomalies; RSS %lld -> %lld bytes over the warm-up\n",
+            "wall), %llu anomalies correlated into %zu incidents (loop: %.3f s CPU); RSS %lld -> "
+            "%lld bytes over the warm-up\n",
             (unsigned long long)points, c1 - c0, w1 - w0, (double)points / (w1 - w0),
-            (unsigned long long)(st1.anomalies - st0.anomalies), rss0, rss1);
+            (unsigned long long)(st1.anomalies - st0.anomalies), p.e->nincidents, p.loop_cpu, rss0,
+            rss1);
     rc = 0;
 out:
     if (p.build)
         sn_tbuild_free(p.build);
-    if (p.t) {
-        /* Deliver what is still queued for the loop while the plane (its callback arg) lives. */
-        sn_telemetry_flush(p.t);
-        plane_loop(&p);
-        sn_telemetry_free(p.t);
+    if (p.e) {
+        sn_engine_shutdown(p.e);
+        sn_engine_run(p.e);
+        sn_engine_free(p.e);
     }
+    if (conf[0])
+        unlink(conf);
+    if (strcmp(dir, "/tmp/sentinel-bench-XXXXXX") != 0)
+        rmdir(dir);
     free(labels);
     free(names);
     return rc;
@@ -518,12 +587,30 @@ out:
 
 /* ---- main ---- */
 
+enum { BENCH_PART_PLANE = D_N, BENCH_PART_LATENCY };
+
+/* The -o bit of part @p name, or 0. */
+static unsigned bench_part(const char *name)
+{
+    for (int k = 0; k < D_N; k++)
+        if (strcmp(name, bench_types[k]) == 0)
+            return 1u << k;
+    if (strcmp(name, "plane") == 0)
+        return 1u << BENCH_PART_PLANE;
+    if (strcmp(name, "latency") == 0)
+        return 1u << BENCH_PART_LATENCY;
+    return 0;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: sentinel-bench [--quick] [-p PLUGIN_DIR]\n"
+            "usage: sentinel-bench [--quick] [--no-prefetch] [-p PLUGIN_DIR] [-o PART]\n"
             "  --quick  %d series and %.2f s per figure (a smoke test; figures not meaningful)\n"
             "  -p DIR   load plugins from DIR (default %s)\n"
+            "  -o PART  only this part (repeatable): zscore, iqr, seasonal (direct figures),\n"
+            "           plane (all_detectors, bytes_per_series) or latency; for profiling\n"
+            "  --no-prefetch  direct figures without the plane's look-ahead (see the source)\n"
             "Prints `bench: NAME VALUE UNIT` lines: per-detector and whole-plane throughput,\n"
             "memory per series, verdict latency. Build with -O2 for meaningful figures.\n",
             BENCH_QUICK_SERIES, BENCH_QUICK_SECONDS, sn_model_default_plugin_dir());
@@ -544,15 +631,28 @@ static void bench_free(bench_t *b)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"quick", no_argument, NULL, 'q'},
-        {"plugin-dir", required_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"quick", no_argument, NULL, 'q'},      {"plugin-dir", required_argument, NULL, 'p'},
+        {"only", required_argument, NULL, 'o'}, {"no-prefetch", no_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
     };
     const char *plugin_dir = NULL;
-    int quick = 0, c;
-    while ((c = getopt_long(argc, argv, "qp:h", longopts, NULL)) != -1) {
+    int quick = 0, prefetch = 1, c;
+    unsigned only = 0; /* bits: D_ZSCORE..D_SEASONAL, BENCH_PART_PLANE, BENCH_PART_LATENCY */
+    while ((c = getopt_long(argc, argv, "qp:o:nh", longopts, NULL)) != -1) {
         switch (c) {
+        case 'n':
+            prefetch = 0;
+            break;
+        case 'o': {
+            unsigned bit = bench_part(optarg);
+            if (!bit) {
+                fprintf(stderr, "sentinel-bench error: unknown part '%s'\n", optarg);
+                usage(stderr);
+                return 2;
+            }
+            only |= bit;
+            break;
+        }
         case 'q':
             quick = 1;
             break;
@@ -572,6 +672,8 @@ int main(int argc, char **argv)
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (!only)
+        only = ~0u;
 
     int status = 1;
     bench_t *b = calloc(1, sizeof(*b));
@@ -581,7 +683,7 @@ int main(int argc, char **argv)
     }
     b->nseries = quick ? BENCH_QUICK_SERIES : BENCH_SERIES;
     b->seconds = quick ? BENCH_QUICK_SECONDS : BENCH_SECONDS;
-    bench_fill_noise(b);
+    b->prefetch = prefetch;
     b->rt = sn_runtime_new(1);
     if (!b->rt) {
         fprintf(stderr, "sentinel-bench error: cannot create the runtime\n");
@@ -606,6 +708,8 @@ int main(int argc, char **argv)
             continue;
         }
         all[nall++] = d;
+        if (!(only & (1u << k)))
+            continue;
         double rate;
         if (bench_direct(b, d, &rate) != 0) {
             fprintf(stderr, "sentinel-bench error: %s: out of memory\n", d->type);
@@ -621,23 +725,27 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    plane_result_t pr;
-    int rc = bench_plane(b, all, nall, &pr);
-    if (rc != 0) {
-        fprintf(stderr, "sentinel-bench error: telemetry plane failed (%d)\n", rc);
-        goto out;
+    if (only & (1u << BENCH_PART_PLANE)) {
+        plane_result_t pr = {0};
+        int rc = bench_plane(b, all, nall, plugin_dir, &pr);
+        if (rc != 0) {
+            fprintf(stderr, "sentinel-bench error: telemetry plane failed (%d)\n", rc);
+            goto out;
+        }
+        printf("bench: all_detectors_points_per_s %.0f points/s\n", pr.rate);
+        printf("bench: bytes_per_series %.0f bytes\n", pr.bytes_per_series);
+        printf("bench: state_bytes_per_series %.0f bytes\n", pr.state_bytes);
     }
-    printf("bench: all_detectors_points_per_s %.0f points/s\n", pr.rate);
-    printf("bench: bytes_per_series %.0f bytes\n", pr.bytes_per_series);
-    printf("bench: state_bytes_per_series %.0f bytes\n", pr.state_bytes);
 
-    double p50, p99;
-    if (bench_latency(b, all, nall, &p50, &p99) != 0) {
-        fprintf(stderr, "sentinel-bench error: latency: out of memory\n");
-        goto out;
+    if (only & (1u << BENCH_PART_LATENCY)) {
+        double p50, p99;
+        if (bench_latency(b, all, nall, &p50, &p99) != 0) {
+            fprintf(stderr, "sentinel-bench error: latency: out of memory\n");
+            goto out;
+        }
+        printf("bench: verdict_latency_p99_us %.3f us\n", p99);
+        printf("bench: verdict_latency_p50_us %.3f us\n", p50);
     }
-    printf("bench: verdict_latency_p99_us %.3f us\n", p99);
-    printf("bench: verdict_latency_p50_us %.3f us\n", p50);
     status = 0;
 out:
     bench_free(b);
