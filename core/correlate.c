@@ -122,8 +122,12 @@ static void attach(sn_engine_t *e, sn_incident_t *inc, const sn_anomaly_t *a)
     if (!inc->executed_watermark && a->score > inc->max_score_before)
         inc->max_score_before = a->score;
     const char *svc = json_string_value(json_object_get(a->labels, "service"));
+    size_t nsvc_before = json_array_size(json_object_get(doc, "services"));
     add_service(json_object_get(doc, "services"), svc ? svc : "unknown");
-    if (json_array_size(anoms) < SN_MAX_ANOMALIES_KEPT) {
+    /* Only kept anomalies make the fingerprint and the maximum score: one past the cap
+     * changes neither (nor the severity, unless it brought a new service). */
+    int kept = json_array_size(anoms) < SN_MAX_ANOMALIES_KEPT;
+    if (kept) {
         char series[17];
         snprintf(series, sizeof(series), "%016llx", (unsigned long long)a->series);
         json_array_append_new(anoms,
@@ -134,25 +138,27 @@ static void attach(sn_engine_t *e, sn_incident_t *inc, const sn_anomaly_t *a)
                                         a->score, "confidence", a->confidence, "detector",
                                         a->detector, "fingerprint", a->fingerprint));
     }
-    double max_score = 0;
-    size_t i;
-    json_t *x;
-    json_array_foreach(anoms, i, x)
-    {
-        double s = json_number_value(json_object_get(x, "score"));
-        if (s > max_score)
-            max_score = s;
-    }
     size_t nsvc = json_array_size(json_object_get(doc, "services"));
-    if (inc->gathering) {
+    if (inc->gathering && (kept || nsvc != nsvc_before)) {
+        double max_score = 0;
+        size_t i;
+        json_t *x;
+        json_array_foreach(anoms, i, x)
+        {
+            double s = json_number_value(json_object_get(x, "score"));
+            if (s > max_score)
+                max_score = s;
+        }
         json_object_set_new(doc, "severity", json_string(severity_of(nsvc, max_score)));
+    }
+    if (inc->gathering && count == 1) {
         char title[256];
         snprintf(title, sizeof(title), "%s anomaly on %s%s", a->metric, svc ? svc : "unknown",
                  nsvc > 1 ? " and others" : "");
-        if (count == 1)
-            json_object_set_new(doc, "title", json_string(title));
-        fingerprint(inc);
+        json_object_set_new(doc, "title", json_string(title));
     }
+    if (inc->gathering && kept)
+        fingerprint(inc);
     (void)e;
 }
 
