@@ -4,7 +4,8 @@ machine, same run. A topic of several partitions on librdkafka's mock cluster (t
 is pre-filled with lz4-compressed single-record messages (100 series, keyed by series, in event
 time order) by kcat; then
 
-  - a plain consumer, `kcat -C -e -o beginning` to /dev/null, drains it (timed);
+  - a plain consumer, `kcat -C -e -o beginning` to /dev/null, drains it (timed), with the
+    same prefetch setting the input uses (queued.min.messages=1000000);
   - one sentineld with [input:kafka] feeding zscore + iqr + seasonal, with a ClickHouse
     [sentinel] telemetry store (tests/support/chserver.py, the store's default batches), drains
     it: timed from the moment the group assigned it the partitions until the detectors observed
@@ -102,7 +103,8 @@ def plain(k, topic, n):
     from kafkamock import KCAT
     with open(os.devnull, "wb") as null:
         t0 = time.perf_counter()
-        p = subprocess.Popen([KCAT, "-b", k.bootstrap, "-C", "-t", topic, "-o", "beginning",
+        p = subprocess.Popen([KCAT, "-b", k.bootstrap, "-X", "queued.min.messages=1000000",
+                              "-C", "-t", topic, "-o", "beginning",
                               "-e", "-q"], stdout=null)
         pin(p.pid, 0)
         p.wait()

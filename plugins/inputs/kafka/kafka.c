@@ -1317,6 +1317,12 @@ static rd_kafka_conf_t *build_conf(kc_priv_t *pv, int producer, sn_err_t *err)
         snprintf(defs[nd++].v, 32, "%" PRId64, kc->commit_ms);
         defs[nd].k = "statistics.interval.ms";
         snprintf(defs[nd++].v, 32, "%" PRId64, kc->stats_ms);
+        /* librdkafka stops prefetching once this many messages wait locally (default 100000);
+         * with small telemetry messages that threshold, not the 64 MiB byte bound
+         * (queued.max.messages.kbytes, which still holds), throttled the consumer to a third of
+         * what the brokers could deliver. */
+        defs[nd].k = "queued.min.messages";
+        snprintf(defs[nd++].v, 32, "1000000");
         /* Incremental rebalancing: only moved partitions stop, and their revoke runs while the
          * group is stable, so its commit is accepted (brokers, and librdkafka's mock, refuse
          * commits once an eager rebalance is under way). */
