@@ -23,15 +23,19 @@ Prints
     bench: kafka_vs_plain_ratio R
 
 Usage: bench_kafka.py [BUILD_DIR] [--records 600000] [--partitions 8]
-                      [--store clickhouse|sqlite|none]
+                      [--store clickhouse|sqlite|none] [--runs 3]
 The mock keeps about 5 MiB of (compressed) data per partition and silently drops the oldest
 beyond that; the plain consumer's count checks that nothing was dropped. Both consumers run on
-CPU 0 and the mock cluster on CPU 1 when there are two.
+CPU 0, the mock cluster and the ClickHouse server on CPU 1 when there are two. A single drain
+takes about a second, so on a shared machine one measurement varies by a factor of 1.5: each
+consumer drains the topic --runs times (the pipeline with a new group and a new ClickHouse
+database each time) and the figures are the medians of the rates.
 """
 import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,12 +98,16 @@ def fill(k, topic, n, path):
            "-X", "batch.num.messages=10000", "-l", path, timeout=600)
 
 
-def plain(k, topic, n):
-    """Seconds for kcat to drain the topic to /dev/null (after checking it holds n)."""
+def check_holds(k, topic, n):
+    """Exit unless the topic holds n records (the mock drops the oldest silently)."""
     got = k.kcat("-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "\\n", timeout=600)
     if got.count(b"\n") != n:
         sys.exit("bench: the topic holds %d of %d records (the mock dropped some: fewer "
                  "--records or more --partitions)" % (got.count(b"\n"), n))
+
+
+def drain_plain(k, topic):
+    """Seconds for kcat to drain the topic to /dev/null."""
     from kafkamock import KCAT
     with open(os.devnull, "wb") as null:
         t0 = time.perf_counter()
@@ -137,19 +145,21 @@ CH_STORE = """
 [store:ch]
 plugin = clickhouse
 url = CHURL
-database = bench
+database = DB
 """
 
 
-def ch_count(srv):
-    st, out = srv.query("SELECT count() FROM bench.points")
+def ch_count(srv, db):
+    st, out = srv.query("SELECT count() FROM %s.points" % db)
     return int(out) if st == 200 else 0
 
 
-def pipeline(k, sntest, n, parts, store, srv):
-    conf = CONF.replace("BOOT", k.bootstrap).replace("GROUP", "bench-%d" % os.getpid())
+def pipeline(k, sntest, n, parts, store, srv, run=0):
+    db = "bench%d" % run
+    conf = CONF.replace("BOOT", k.bootstrap).replace("GROUP", "bench-%d-%d" % (os.getpid(), run))
     if store == "clickhouse":
-        conf = conf.replace("TELEMETRY", "telemetry = ch") + CH_STORE.replace("CHURL", srv.url)
+        conf = conf.replace("TELEMETRY", "telemetry = ch") + CH_STORE.replace(
+            "CHURL", srv.url).replace("DB", db)
     else:
         conf = conf.replace("TELEMETRY", "telemetry = local" if store == "sqlite" else "")
     d = sntest.Daemon(conf=conf).start(wait=False)
@@ -168,7 +178,7 @@ def pipeline(k, sntest, n, parts, store, srv):
             if pts >= n:
                 if store != "clickhouse":
                     break
-                stored = ch_count(srv)
+                stored = ch_count(srv, db)
                 if stored >= n:
                     break
             if time.time() > deadline:
@@ -176,7 +186,7 @@ def pipeline(k, sntest, n, parts, store, srv):
                          % (pts, n, detail, stored, d.logtext()))
             time.sleep(0.02 if store != "clickhouse" else 0.1)
         dt = time.perf_counter() - t0
-        return dt, pts
+        return dt, pts, (ch_count(srv, db) if store == "clickhouse" else None)
     finally:
         d.cleanup()
 
@@ -188,6 +198,7 @@ def main():
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--store", choices=("clickhouse", "sqlite", "none"), default="clickhouse",
                     help="the [sentinel] telemetry store (default clickhouse)")
+    ap.add_argument("--runs", type=int, default=3, help="drains of each consumer (medians)")
     args = ap.parse_args()
     os.environ["SN_BUILD_DIR"] = os.path.abspath(args.build)
     import sntest
@@ -202,6 +213,7 @@ def main():
         args.store = "none"
     if args.store == "clickhouse":
         srv = chserver.ChServer().start()
+        pin(srv.pid(), 1)
     k = KafkaMock(topics={"bench": args.partitions}, brokers=1, build=sntest.BUILD).start()
     pin(k.proc.pid, 1)
     tmp = tempfile.mkdtemp(prefix="sn-bench-kafka-")
@@ -211,9 +223,11 @@ def main():
         print("info: %d records produced with kcat in %.1f s" % (args.records,
                                                                  time.perf_counter() - t),
               file=sys.stderr)
-        dt_plain = plain(k, "bench", args.records)
-        dt_pipe, pts = pipeline(k, sntest, args.records, args.partitions, args.store, srv)
-        rows = ch_count(srv) if srv else None
+        check_holds(k, "bench", args.records)
+        plains, pipes = [], []
+        for run in range(max(1, args.runs)):
+            plains.append(drain_plain(k, "bench"))
+            pipes.append(pipeline(k, sntest, args.records, args.partitions, args.store, srv, run))
     finally:
         k.stop()
         if srv:
@@ -221,15 +235,16 @@ def main():
         for f in os.listdir(tmp):
             os.unlink(os.path.join(tmp, f))
         os.rmdir(tmp)
-    pipe = args.records / dt_pipe
-    plain_rate = args.records / dt_plain
+    pipe = statistics.median(args.records / p[0] for p in pipes)
+    plain_rate = statistics.median(args.records / dt for dt in plains)
     print("bench: kafka_pipeline_events_per_s %.0f events/s" % pipe, flush=True)
     print("bench: kafka_plain_consumer_events_per_s %.0f events/s" % plain_rate, flush=True)
     print("bench: kafka_vs_plain_ratio %.3f" % (pipe / plain_rate), flush=True)
-    print("info: %d records, %d partitions (lz4); plain %.2f s, pipeline %.2f s (%d points "
-          "observed; telemetry store %s%s)"
-          % (args.records, args.partitions, dt_plain, dt_pipe, pts, args.store,
-             ", %d rows in ClickHouse" % rows if rows is not None else ""), file=sys.stderr)
+    for run, (dt_plain, (dt_pipe, pts, rows)) in enumerate(zip(plains, pipes)):
+        print("info: run %d: %d records, %d partitions (lz4); plain %.2f s, pipeline %.2f s (%d "
+              "points observed; telemetry store %s%s)"
+              % (run + 1, args.records, args.partitions, dt_plain, dt_pipe, pts, args.store,
+                 ", %d rows in ClickHouse" % rows if rows is not None else ""), file=sys.stderr)
 
 
 if __name__ == "__main__":
