@@ -411,6 +411,11 @@ static void h_audit(reqctx_t *c, struct evkeyvalq *q)
         json_object_set_new(f, ints[i], json_integer(n));
     }
     reqctx_t *copy = malloc(sizeof(*copy));
+    if (!copy) {
+        json_decref(f);
+        reply_error(c, 500, "out of memory");
+        return;
+    }
     *copy = *c;
     sn_engine_audit_query(c->api->e, f, audit_done, copy);
     json_decref(f);
