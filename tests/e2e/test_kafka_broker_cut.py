@@ -28,13 +28,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 
-from kafkamock import KCAT, KafkaMock, mock_binary  # noqa: E402
-from sntest import BASE_CONF, BUILD, Daemon, check, fail  # noqa: E402
+from kafkamock import KafkaMock  # noqa: E402
+from kafkatest import metric, skip_unless_kafka, wait  # noqa: E402
+from sntest import BASE_CONF, Daemon, check  # noqa: E402
 
-if not (os.path.exists(os.path.join(BUILD, "plugins", "sn_input_kafka.so"))
-        and os.path.exists(mock_binary(BUILD)) and KCAT):
-    print("skip: kafka input, kafka-mock or kcat not available")
-    sys.exit(0)
+skip_unless_kafka()
 
 T0 = 1795600800000
 
@@ -97,16 +95,6 @@ def count(d):
         db.close()
 
 
-def metric(d, name):
-    try:
-        st, raw, _ = d.request("GET", "/metrics")
-    except OSError:
-        return None
-    want = 'sentinel_%s{instance="input:kafka"} ' % name
-    for line in raw.decode().splitlines():
-        if line.startswith(want):
-            return float(line.split()[-1])
-    return None
 
 
 def kafka_health(d):
@@ -114,14 +102,6 @@ def kafka_health(d):
     return st, body["instances"]["input:kafka"]
 
 
-def wait(pred, timeout, what, d):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    fail("timed out waiting for %s\n%s" % (what, d.logtext()))
 
 
 def producer(k, first, total, chunk, pause):
@@ -191,8 +171,8 @@ try:
           "(%s)" % (errs[0] if errs else "ok"))
     wait(lambda: count(d) >= total, 60, "every record after the cut", d)
     check_store(d, 0, total, "after the cut of all brokers")
-    wait(lambda: kafka_health(d)[1]["ok"] and metric(d, "kafka_assigned_partitions") == 6
-         and metric(d, "kafka_consumer_lag") == 0, 30, "the input to recover", d)
+    wait(lambda: kafka_health(d)[1]["ok"] and metric(d, "kafka_assigned_partitions", None) == 6
+         and metric(d, "kafka_consumer_lag", None) == 0, 30, "the input to recover", d)
     st, kh = kafka_health(d)
     check(kh["ok"], "the input is healthy again with its 6 partitions and no lag (%s)"
           % kh["detail"])
@@ -219,7 +199,7 @@ try:
     wait(lambda: count(d) >= total + more, 60, "every record after the second cut", d)
     print("info: %d records stored while broker 2 was cut" % (during - before))
     check_store(d, 0, total + more, "after the cut of broker 2")
-    wait(lambda: kafka_health(d)[1]["ok"] and metric(d, "kafka_consumer_lag") == 0, 30,
+    wait(lambda: kafka_health(d)[1]["ok"] and metric(d, "kafka_consumer_lag", None) == 0, 30,
          "the input to recover from the second cut", d)
     check(True, "the input is healthy again, no lag")
 

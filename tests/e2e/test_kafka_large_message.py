@@ -28,13 +28,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 
-from kafkamock import KCAT, KafkaMock, mock_binary  # noqa: E402
-from sntest import BASE_CONF, BUILD, Daemon, check, fail  # noqa: E402
+from kafkamock import KafkaMock  # noqa: E402
+from kafkatest import metric, skip_unless_kafka, wait  # noqa: E402
+from sntest import BASE_CONF, Daemon, check  # noqa: E402
 
-if not (os.path.exists(os.path.join(BUILD, "plugins", "sn_input_kafka.so"))
-        and os.path.exists(mock_binary(BUILD)) and KCAT):
-    print("skip: kafka input, kafka-mock or kcat not available")
-    sys.exit(0)
+skip_unless_kafka()
 
 T0 = 1795600800000
 BIG = 10 * 1024 * 1024
@@ -78,26 +76,8 @@ def stored(d):
         db.close()
 
 
-def metric(d, name):
-    try:
-        st, raw, _ = d.request("GET", "/metrics")
-    except OSError:
-        return 0.0
-    want = 'sentinel_%s{instance="input:kafka"} ' % name
-    for line in raw.decode().splitlines():
-        if line.startswith(want):
-            return float(line.split()[-1])
-    return 0.0
 
 
-def wait(pred, timeout, what, d):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    fail("timed out waiting for %s\n%s" % (what, d.logtext()))
 
 
 def serving_and_drained(d, what):
