@@ -27,9 +27,12 @@ Behaviour:
     progressDeadlineSeconds without progress, Progressing turns False with reason
     ProgressDeadlineExceeded. Restoring the old template (a rollback) converges again.
     "unhealthy" makes every pod of the deployment unready (the service got worse).
-  - PATCH accepts application/strategic-merge-patch+json and application/merge-patch+json
-    (both applied as a JSON merge patch, RFC 7386: enough for maps and scalars; list merge keys
-    and $patch directives are not implemented) and answers 415 to other patch types.
+  - PATCH accepts application/strategic-merge-patch+json and application/merge-patch+json,
+    both applied as a JSON merge patch (RFC 7386). For what the executor sends (maps, scalars,
+    and lists given whole, as a rollback's pod template does) that is what the API server
+    does; a strategic-merge directive ($patch, $retainKeys, $setElementOrder/...,
+    $deleteFromPrimitiveList/...), whose meaning differs, is refused with 422 rather than
+    applied wrongly. Other patch types get 415.
     metadata.resourceVersion in a patch or a PUT body is a precondition (409 Conflict).
   - DELETE of a pod honours DeleteOptions preconditions.uid (409), gracePeriodSeconds and
     dryRun=All.
@@ -646,6 +649,19 @@ class K8sDouble:
                        'types include: application/merge-patch+json, '
                        'application/strategic-merge-patch+json (this double)')
 
+    def _refuse_directives(self, ct, patch, path=""):
+        """Strategic-merge directives would be applied wrongly as a JSON merge patch: refuse
+        them loudly, so a test fails instead of passing on a double's approximation."""
+        if ct != "application/strategic-merge-patch+json":
+            return
+        items = patch.items() if isinstance(patch, dict) else (
+            enumerate(patch) if isinstance(patch, list) else ())
+        for k, v in items:
+            if isinstance(k, str) and k.startswith("$"):
+                raise ApiError(422, "Invalid", "strategic-merge directive %s at %s is not "
+                               "implemented by this double" % (k, path or "."))
+            self._refuse_directives(ct, v, "%s.%s" % (path, k))
+
     def _check_rv(self, kind, name, rv, want):
         if rv is not None and str(rv) != str(want):
             raise ApiError(409, "Conflict",
@@ -687,10 +703,11 @@ class K8sDouble:
             return 200, self._deployment_json(d)
         if method != "PATCH":
             raise ApiError(405, "MethodNotAllowed", "method not allowed (this double)")
-        self._patch_type(headers)
+        ct = self._patch_type(headers)
         patch = self._json_body(raw)
         if not isinstance(patch, dict):
             raise ApiError(400, "BadRequest", "patch body must be a JSON object")
+        self._refuse_directives(ct, patch)
         md = patch.get("metadata") or {}
         self._check_rv("deployments.apps", d.name, md.get("resourceVersion"), d.rv)
         cur = {"metadata": {"labels": d.labels, "annotations": d.annotations},
@@ -714,13 +731,15 @@ class K8sDouble:
     def _scale(self, d, method, headers, raw):
         if method == "GET":
             return 200, self._scale_json(d)
+        ct = None
         if method == "PATCH":
-            self._patch_type(headers)
+            ct = self._patch_type(headers)
         elif method != "PUT":
             raise ApiError(405, "MethodNotAllowed", "method not allowed")
         body = self._json_body(raw)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "body must be a JSON object")
+        self._refuse_directives(ct, body)
         self._check_rv("deployments.apps", d.name,
                        (body.get("metadata") or {}).get("resourceVersion"), d.rv)
         cur = {"spec": {"replicas": d.spec["replicas"]}}

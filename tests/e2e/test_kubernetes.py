@@ -181,6 +181,13 @@ check(code == 200 and obj["metadata"]["generation"] == 2,
 code, obj = dbl.handle("PATCH", "/apis/apps/v1/namespaces/shop/deployments/checkout", {},
                        dict(H, **{"Content-Type": "application/json-patch+json"}), b"[]")
 check(code == 415, "other patch types are refused (415)")
+directive = {"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "app"}]}}}}
+code, obj = dbl.handle("PATCH", "/apis/apps/v1/namespaces/shop/deployments/checkout", {},
+                       dict(H, **{"Content-Type": "application/strategic-merge-patch+json"}),
+                       json.dumps(directive).encode())
+check(code == 422 and "$setElementOrder/containers" in obj.get("message", ""),
+      "a strategic-merge directive the double does not implement is refused, not misapplied "
+      "(%d %s)" % (code, obj.get("message")))
 dbl.stop()
 
 # ---- 1. a real rollout restart resolves the incident ------------------------------------------
