@@ -34,6 +34,7 @@
  * writes into the timeline when that plan is empty.
  */
 #include "llm-internal.h"
+#include "retry.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -171,16 +172,6 @@ static const sn_param_t llm_params[] = {
      "the model"},
     {NULL, 0, NULL, 0, NULL},
 };
-
-/* ---- small helpers --------------------------------------------------------------------------- */
-
-static uint64_t llm_rand(llm_t *l)
-{
-    l->rng ^= l->rng >> 12;
-    l->rng ^= l->rng << 25;
-    l->rng ^= l->rng >> 27;
-    return l->rng * 0x2545f4914f6cdd1dULL;
-}
 
 static int64_t llm_mono(const llm_t *l)
 {
@@ -906,37 +897,15 @@ static void llm_retry_cb(void *arg)
     llm_send(a);
 }
 
-/* Full jitter: uniform in [0, min(retry_max, retry_base * 2^(attempt-1))]. */
-static int64_t llm_backoff(llm_t *l, int attempt)
-{
-    int64_t ceil = l->retry_base_ms;
-    for (int i = 1; i < attempt && ceil < l->retry_max_ms; i++)
-        ceil *= 2;
-    if (ceil > l->retry_max_ms)
-        ceil = l->retry_max_ms;
-    return (int64_t)(llm_rand(l) % (uint64_t)(ceil + 1));
-}
-
 /* Retry-After (seconds) or retry-after-ms; -1 when absent or unreadable. */
 static int64_t llm_retry_after(const sn_http_response_t *resp)
 {
-    const char *v = resp->header ? resp->header(resp, "retry-after-ms") : NULL;
-    int64_t mult = 1;
-    if (!v) {
-        v = resp->header ? resp->header(resp, "Retry-After") : NULL;
-        mult = 1000;
-    }
-    if (!v)
+    const char *ms = resp->header ? resp->header(resp, "retry-after-ms") : NULL;
+    const char *sec = !ms && resp->header ? resp->header(resp, "Retry-After") : NULL;
+    int64_t x;
+    if (!(ms || sec) || !snr_digits(ms ? ms : sec, 86400000, &x))
         return -1;
-    while (*v == ' ' || *v == '\t')
-        v++;
-    int64_t x = 0;
-    int digits = 0;
-    for (; *v >= '0' && *v <= '9' && x < 86400000; v++, digits++)
-        x = x * 10 + (*v - '0');
-    while (*v == ' ' || *v == '\t' || *v == '\r')
-        v++;
-    return digits && !*v ? x * mult : -1;
+    return ms ? x : x * 1000;
 }
 
 static const char llm_fix_prompt[] =
@@ -1168,7 +1137,7 @@ static void llm_http_done(void *arg, const sn_http_response_t *resp)
         return;
     }
     if (delay < 0)
-        delay = llm_backoff(l, a->attempt);
+        delay = snr_backoff(&l->rng, l->retry_base_ms, l->retry_max_ms, a->attempt);
     if (llm_mono(l) + delay >= a->deadline) {
         llm_provider_failed(a, why);
         return;

@@ -25,6 +25,7 @@
  * error, and an error message of the server is not logged for 401/403 (some servers echo part of
  * the key there) nor when it contains the key.
  */
+#include "retry.h"
 #include <sentinel/plugin.h>
 
 #include <openssl/crypto.h>
@@ -140,16 +141,6 @@ static const sn_param_t oa_params[] = {
      "longest wait between attempts, also the cap on a Retry-After"},
     {NULL, 0, NULL, 0, NULL},
 };
-
-/* ---- small helpers ------------------------------------------------------------------------ */
-
-static uint64_t oa_rand(oa_t *o)
-{
-    o->rng ^= o->rng >> 12;
-    o->rng ^= o->rng << 25;
-    o->rng ^= o->rng >> 27;
-    return o->rng * 0x2545f4914f6cdd1dULL;
-}
 
 static void oa_count(oa_t *o, const char *name, const char *help, double v)
 {
@@ -373,33 +364,6 @@ static void oa_batch_free(oa_batch_t *b)
     free(b);
 }
 
-/* Full jitter: uniform in [0, min(retry_max, retry_base * 2^(attempts-1))]. */
-static int64_t oa_backoff(oa_t *o, int attempts)
-{
-    int64_t ceil = o->retry_base_ms;
-    for (int i = 1; i < attempts && ceil < o->retry_max_ms; i++)
-        ceil *= 2;
-    if (ceil > o->retry_max_ms)
-        ceil = o->retry_max_ms;
-    return ceil > 0 ? (int64_t)(oa_rand(o) % (uint64_t)(ceil + 1)) : 0;
-}
-
-static int oa_digits(const char *v, int64_t *out)
-{
-    while (*v == ' ' || *v == '\t')
-        v++;
-    int64_t n = 0;
-    int digits = 0;
-    for (; *v >= '0' && *v <= '9' && n < 86400000; v++, digits++)
-        n = n * 10 + (*v - '0');
-    while (*v == ' ' || *v == '\t' || *v == '\r')
-        v++;
-    if (!digits || *v)
-        return 0;
-    *out = n;
-    return 1;
-}
-
 /* Retry-After (delay-seconds) or retry-after-ms; the HTTP-date form falls back to backoff. */
 static int oa_retry_after(const sn_http_response_t *resp, int64_t *ms)
 {
@@ -407,11 +371,11 @@ static int oa_retry_after(const sn_http_response_t *resp, int64_t *ms)
     int64_t n;
     if (!resp || !resp->header)
         return 0;
-    if ((v = resp->header(resp, "retry-after-ms")) && oa_digits(v, &n)) {
+    if ((v = resp->header(resp, "retry-after-ms")) && snr_digits(v, 86400000, &n)) {
         *ms = n;
         return 1;
     }
-    if ((v = resp->header(resp, "Retry-After")) && oa_digits(v, &n)) {
+    if ((v = resp->header(resp, "Retry-After")) && snr_digits(v, 86400000, &n)) {
         *ms = n * 1000;
         return 1;
     }
@@ -612,7 +576,7 @@ static void oa_http_done(void *arg, const sn_http_response_t *resp)
     }
     int64_t delay = 0;
     if (!oa_retry_after(resp, &delay))
-        delay = oa_backoff(o, b->attempts);
+        delay = snr_backoff(&o->rng, o->retry_base_ms, o->retry_max_ms, b->attempts);
     if (delay > o->retry_max_ms)
         delay = o->retry_max_ms;
     oa_count(o, "embedder_retries_total", "Embedding requests retried", 1);

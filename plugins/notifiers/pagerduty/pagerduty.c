@@ -33,6 +33,7 @@
  * scrubbed from error messages echoed by the receiver; each request body is wiped before it is
  * freed.
  */
+#include "retry.h"
 #include <sentinel/plugin.h>
 
 #include <ctype.h>
@@ -135,15 +136,6 @@ static void pd_wipe(void *buf, size_t n)
         *v++ = 0;
 }
 
-/* xorshift64*: jitter only, nothing secret depends on it. */
-static uint64_t pd_rand(pd_t *p)
-{
-    p->rng ^= p->rng >> 12;
-    p->rng ^= p->rng << 25;
-    p->rng ^= p->rng >> 27;
-    return p->rng * 0x2545f4914f6cdd1dULL;
-}
-
 static void pd_count(pd_t *p, const char *name, const char *help)
 {
     p->host->metric(p->host, SN_METRIC_COUNTER, name, help, 1);
@@ -155,41 +147,11 @@ static void pd_gauge(pd_t *p)
                     "PagerDuty events queued or in flight", (double)p->npending);
 }
 
-/* Backoff ceiling for the n-th attempt: min(retry_max, retry_base * 2^(n-1)). */
-static int64_t pd_ceiling(pd_t *p, int attempts)
-{
-    int64_t ceil = p->retry_base_ms;
-    for (int i = 1; i < attempts && ceil < p->retry_max_ms; i++)
-        ceil *= 2;
-    return ceil > p->retry_max_ms ? p->retry_max_ms : ceil;
-}
-
 /* Full jitter in [lo, ceil] with lo = 0, or ceil / 2 for a throttle. */
 static int64_t pd_backoff(pd_t *p, int attempts, int throttled)
 {
-    int64_t ceil = pd_ceiling(p, attempts);
-    int64_t lo = throttled ? ceil / 2 : 0;
-    return lo + (int64_t)(pd_rand(p) % (uint64_t)(ceil - lo + 1));
-}
-
-/* Retry-After as delay-seconds; the HTTP-date form is not honoured (backoff is used). */
-static int pd_retry_after(const sn_http_response_t *resp, int64_t *ms)
-{
-    const char *v = resp && resp->header ? resp->header(resp, "Retry-After") : NULL;
-    if (!v)
-        return 0;
-    while (*v == ' ' || *v == '\t')
-        v++;
-    int64_t s = 0;
-    int digits = 0;
-    for (; *v >= '0' && *v <= '9' && s < 86400; v++, digits++)
-        s = s * 10 + (*v - '0');
-    while (*v == ' ' || *v == '\t' || *v == '\r')
-        v++;
-    if (!digits || *v)
-        return 0;
-    *ms = s * 1000;
-    return 1;
+    int64_t ceil = snr_ceiling(p->retry_base_ms, p->retry_max_ms, attempts);
+    return snr_jitter(&p->rng, throttled ? ceil / 2 : 0, ceil);
 }
 
 /* Milliseconds until the sliding window has room for one more request (0: now). */
@@ -617,7 +579,7 @@ static void pd_http_done(void *arg, const sn_http_response_t *resp)
         return;
     }
     int64_t delay = 0;
-    if (!pd_retry_after(resp, &delay))
+    if (!snr_retry_after(resp, &delay))
         delay = pd_backoff(p, ev->attempts, st == 429);
     if (delay > p->retry_max_ms)
         delay = p->retry_max_ms;

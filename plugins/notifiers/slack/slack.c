@@ -24,6 +24,7 @@
  * put into an error (neither is a response_url: it is a capability too).
  */
 #include "slack.h"
+#include "retry.h"
 
 #include <openssl/crypto.h>
 
@@ -62,15 +63,6 @@ static const sn_param_t slk_params[] = {
 };
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-
-/* xorshift64*: jitter only, nothing secret depends on it. */
-static uint64_t slk_rand(slk_t *s)
-{
-    s->rng ^= s->rng >> 12;
-    s->rng ^= s->rng << 25;
-    s->rng ^= s->rng >> 27;
-    return s->rng * 0x2545f4914f6cdd1dULL;
-}
 
 void slk_count(slk_t *s, const char *name, const char *help)
 {
@@ -115,37 +107,6 @@ static char *slk_secret(const sn_host_t *h, const char *v, int *bad)
 static int slk_is_http(const char *u)
 {
     return u && (strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0);
-}
-
-/* Full jitter: uniform in [0, min(retry_max, retry_base * 2^(attempts-1))]. */
-static int64_t slk_backoff(slk_t *s, int attempts)
-{
-    int64_t ceil = s->retry_base_ms;
-    for (int i = 1; i < attempts && ceil < s->retry_max_ms; i++)
-        ceil *= 2;
-    if (ceil > s->retry_max_ms)
-        ceil = s->retry_max_ms;
-    return ceil > 0 ? (int64_t)(slk_rand(s) % (uint64_t)(ceil + 1)) : 0;
-}
-
-/* Retry-After as delay-seconds; the HTTP-date form is not honoured (backoff is used). */
-static int slk_retry_after(const sn_http_response_t *resp, int64_t *ms)
-{
-    const char *v = resp->header ? resp->header(resp, "Retry-After") : NULL;
-    if (!v)
-        return 0;
-    while (*v == ' ' || *v == '\t')
-        v++;
-    int64_t sec = 0;
-    int digits = 0;
-    for (; *v >= '0' && *v <= '9' && sec < 86400; v++, digits++)
-        sec = sec * 10 + (*v - '0');
-    while (*v == ' ' || *v == '\t' || *v == '\r')
-        v++;
-    if (!digits || *v)
-        return 0;
-    *ms = sec * 1000;
-    return 1;
 }
 
 /* An error code from Slack, reduced to [a-z0-9_] so it can be logged. */
@@ -402,8 +363,8 @@ static void slk_http_done(void *arg, const sn_http_response_t *resp)
         return;
     }
     int64_t delay = 0;
-    if (!(resp && (st == 429 || st == 200) && slk_retry_after(resp, &delay)))
-        delay = slk_backoff(s, d->attempts);
+    if (!(resp && (st == 429 || st == 200) && snr_retry_after(resp, &delay)))
+        delay = snr_backoff(&s->rng, s->retry_base_ms, s->retry_max_ms, d->attempts);
     if (delay > s->retry_max_ms)
         delay = s->retry_max_ms;
     slk_count(s, "notifier_slack_retries_total", "Slack attempts retried");

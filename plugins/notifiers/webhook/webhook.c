@@ -26,6 +26,7 @@
  * Neither the secret, nor the signature, nor the URL (chat webhooks carry tokens in the path)
  * is ever logged or put into an error.
  */
+#include "retry.h"
 #include <sentinel/plugin.h>
 
 #include <openssl/crypto.h>
@@ -100,15 +101,6 @@ static const sn_param_t wh_params[] = {
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
-/* xorshift64*: jitter only, nothing secret depends on it. */
-static uint64_t wh_rand(wh_t *w)
-{
-    w->rng ^= w->rng >> 12;
-    w->rng ^= w->rng << 25;
-    w->rng ^= w->rng >> 27;
-    return w->rng * 0x2545f4914f6cdd1dULL;
-}
-
 static void wh_count(wh_t *w, const char *name, const char *help)
 {
     w->host->metric(w->host, SN_METRIC_COUNTER, name, help, 1);
@@ -136,37 +128,6 @@ static const char *wh_header_problem(const char *h)
         (n == 14 && strncasecmp(h, "Content-Length", 14) == 0))
         return "may not override a header the notifier sets";
     return NULL;
-}
-
-/* Full jitter: uniform in [0, min(retry_max, retry_base * 2^(attempts-1))]. */
-static int64_t wh_backoff(wh_t *w, int attempts)
-{
-    int64_t ceil = w->retry_base_ms;
-    for (int i = 1; i < attempts && ceil < w->retry_max_ms; i++)
-        ceil *= 2;
-    if (ceil > w->retry_max_ms)
-        ceil = w->retry_max_ms;
-    return ceil > 0 ? (int64_t)(wh_rand(w) % (uint64_t)(ceil + 1)) : 0;
-}
-
-/* Retry-After as delay-seconds; the HTTP-date form is not honoured (backoff is used). */
-static int wh_retry_after(const sn_http_response_t *resp, int64_t *ms)
-{
-    const char *v = resp->header ? resp->header(resp, "Retry-After") : NULL;
-    if (!v)
-        return 0;
-    while (*v == ' ' || *v == '\t')
-        v++;
-    int64_t s = 0;
-    int digits = 0;
-    for (; *v >= '0' && *v <= '9' && s < 86400; v++, digits++)
-        s = s * 10 + (*v - '0');
-    while (*v == ' ' || *v == '\t' || *v == '\r')
-        v++;
-    if (!digits || *v)
-        return 0;
-    *ms = s * 1000;
-    return 1;
 }
 
 /* ---- body -------------------------------------------------------------------------------- */
@@ -629,8 +590,8 @@ static void wh_http_done(void *arg, const sn_http_response_t *resp)
         return;
     }
     int64_t delay = 0;
-    if (!(st == 429 && wh_retry_after(resp, &delay)))
-        delay = wh_backoff(w, d->attempts);
+    if (!(st == 429 && snr_retry_after(resp, &delay)))
+        delay = snr_backoff(&w->rng, w->retry_base_ms, w->retry_max_ms, d->attempts);
     if (delay > w->retry_max_ms)
         delay = w->retry_max_ms;
     wh_count(w, "notifier_webhook_retries_total", "Webhook attempts retried");

@@ -28,6 +28,7 @@
  * SN_EDENIED, exhausted retries with SN_EIO (SN_ETIMEDOUT after a timeout). The API key only goes
  * into the `api-key` header and is never logged.
  */
+#include "retry.h"
 #include <sentinel/plugin.h>
 
 #include <openssl/crypto.h>
@@ -149,16 +150,6 @@ static const sn_param_t qd_params[] = {
     {NULL, 0, NULL, 0, NULL},
 };
 
-/* ---- helpers ------------------------------------------------------------------------------ */
-
-static uint64_t qd_rand(qd_t *q)
-{
-    q->rng ^= q->rng >> 12;
-    q->rng ^= q->rng << 25;
-    q->rng ^= q->rng >> 27;
-    return q->rng * 0x2545f4914f6cdd1dULL;
-}
-
 static void qd_count(qd_t *q, const char *name, const char *help, double v)
 {
     q->host->metric(q->host, SN_METRIC_COUNTER, name, help, v);
@@ -267,36 +258,6 @@ static int qd_status_rc(const qd_req_t *r)
     if (st == 409)
         return SN_ECONFLICT;
     return st == 408 ? SN_ETIMEDOUT : SN_EIO;
-}
-
-/* Retry-After as delay-seconds; the HTTP-date form falls back to the backoff. */
-static int qd_retry_after(const sn_http_response_t *resp, int64_t *ms)
-{
-    const char *v = resp && resp->header ? resp->header(resp, "Retry-After") : NULL;
-    if (!v)
-        return 0;
-    while (*v == ' ' || *v == '\t')
-        v++;
-    int64_t s = 0;
-    int digits = 0;
-    for (; *v >= '0' && *v <= '9' && s < 86400; v++, digits++)
-        s = s * 10 + (*v - '0');
-    while (*v == ' ' || *v == '\t' || *v == '\r')
-        v++;
-    if (!digits || *v)
-        return 0;
-    *ms = s * 1000;
-    return 1;
-}
-
-static int64_t qd_backoff(qd_t *q, int attempts)
-{
-    int64_t ceil = q->retry_base_ms;
-    for (int i = 1; i < attempts && ceil < q->retry_max_ms; i++)
-        ceil *= 2;
-    if (ceil > q->retry_max_ms)
-        ceil = q->retry_max_ms;
-    return ceil > 0 ? (int64_t)(qd_rand(q) % (uint64_t)(ceil + 1)) : 0;
 }
 
 /* ---- requests ----------------------------------------------------------------------------- */
@@ -427,9 +388,9 @@ static void qd_http_done(void *arg, const sn_http_response_t *resp)
     int retryable = st == 0 || st == 408 || st == 429 || st >= 500;
     if (retryable && r->attempts <= q->max_retries && !q->stopping) {
         int64_t delay = 0;
-        if (!(st == 429 && qd_retry_after(resp, &delay)) &&
-            !(st == 503 && qd_retry_after(resp, &delay)))
-            delay = qd_backoff(q, r->attempts);
+        if (!(st == 429 && snr_retry_after(resp, &delay)) &&
+            !(st == 503 && snr_retry_after(resp, &delay)))
+            delay = snr_backoff(&q->rng, q->retry_base_ms, q->retry_max_ms, r->attempts);
         if (delay > q->retry_max_ms)
             delay = q->retry_max_ms;
         qd_count(q, "store_qdrant_retries_total", "Qdrant requests retried", 1);

@@ -1,0 +1,95 @@
+/**
+ * @file check_retry.c
+ * Unit tests for plugins/common/retry.c, the retry arithmetic the remote-calling plugins share:
+ * backoff ceilings, full jitter bounds, and the Retry-After header.
+ */
+#include "retry.h"
+
+#include <check.h>
+#include <stdlib.h>
+#include <strings.h>
+
+START_TEST(ceiling_doubles_up_to_the_cap)
+{
+    ck_assert_int_eq(snr_ceiling(200, 30000, 1), 200);
+    ck_assert_int_eq(snr_ceiling(200, 30000, 2), 400);
+    ck_assert_int_eq(snr_ceiling(200, 30000, 4), 1600);
+    ck_assert_int_eq(snr_ceiling(200, 30000, 9), 30000);
+    ck_assert_int_eq(snr_ceiling(200, 30000, 1000), 30000); /* no overflow past the cap */
+    ck_assert_int_eq(snr_ceiling(500, 100, 1), 100);
+}
+END_TEST
+
+START_TEST(jitter_stays_in_bounds_and_covers_them)
+{
+    uint64_t rng = 0x9e3779b97f4a7c15ULL;
+    int seen_lo = 0, seen_hi = 0;
+    for (int i = 0; i < 20000; i++) {
+        int64_t v = snr_jitter(&rng, 5, 9);
+        ck_assert_int_ge(v, 5);
+        ck_assert_int_le(v, 9);
+        seen_lo |= v == 5;
+        seen_hi |= v == 9;
+    }
+    ck_assert(seen_lo && seen_hi);
+    ck_assert_int_eq(snr_jitter(&rng, 7, 7), 7);
+    ck_assert_int_eq(snr_jitter(&rng, 7, 3), 7);
+    for (int attempts = 1; attempts < 12; attempts++) {
+        int64_t v = snr_backoff(&rng, 100, 1000, attempts);
+        ck_assert_int_ge(v, 0);
+        ck_assert_int_le(v, snr_ceiling(100, 1000, attempts));
+    }
+    ck_assert_int_eq(snr_backoff(&rng, 0, 1000, 3), 0);
+}
+END_TEST
+
+START_TEST(digits_take_numbers_only)
+{
+    int64_t v = -1;
+    ck_assert(snr_digits(" 120\r", 86400, &v) && v == 120);
+    ck_assert(snr_digits("0", 86400, &v) && v == 0);
+    ck_assert(!snr_digits("", 86400, &v));
+    ck_assert(!snr_digits("1.5", 86400, &v));
+    ck_assert(!snr_digits("Wed, 21 Oct 2026 07:28:00 GMT", 86400, &v));
+    ck_assert(!snr_digits("-3", 86400, &v));
+    /* The count stops at the cap, so a huge value stays in range but is not a number then. */
+    ck_assert(!snr_digits("99999999999999999999999", 86400, &v));
+}
+END_TEST
+
+static const char *one_header(const sn_http_response_t *r, const char *name)
+{
+    return strcasecmp(name, "Retry-After") == 0 ? r->priv : NULL;
+}
+
+START_TEST(retry_after_is_delay_seconds)
+{
+    sn_http_response_t r = {.status = 429, .header = one_header, .priv = "3"};
+    int64_t ms = -1;
+    ck_assert_int_eq(snr_retry_after(&r, &ms), 1);
+    ck_assert_int_eq(ms, 3000);
+    r.priv = "Wed, 21 Oct 2026 07:28:00 GMT"; /* the HTTP-date form: the caller's backoff */
+    ck_assert_int_eq(snr_retry_after(&r, &ms), 0);
+    r.priv = NULL;
+    ck_assert_int_eq(snr_retry_after(&r, &ms), 0);
+    r.header = NULL;
+    ck_assert_int_eq(snr_retry_after(&r, &ms), 0);
+    ck_assert_int_eq(snr_retry_after(NULL, &ms), 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("retry");
+    TCase *tc = tcase_create("retry");
+    tcase_add_test(tc, ceiling_doubles_up_to_the_cap);
+    tcase_add_test(tc, jitter_stays_in_bounds_and_covers_them);
+    tcase_add_test(tc, digits_take_numbers_only);
+    tcase_add_test(tc, retry_after_is_delay_seconds);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
