@@ -55,6 +55,7 @@
  * the offline runner; a daemon watching many series pays 34 KB each (10,000 series: 340 MB).
  * observe() never allocates and reads the instance read-only, as worker threads share it.
  */
+#include "select.h"
 #include <sentinel/plugin.h>
 
 #include <math.h>
@@ -267,36 +268,6 @@ static void lk_destroy(void *self)
     free(self);
 }
 
-/* k-th smallest of a[0..n-1], Hoare quickselect. */
-static double lk_select(double *a, long n, long k)
-{
-    long lo = 0, hi = n - 1;
-    while (lo < hi) {
-        double pivot = a[lo + (hi - lo) / 2];
-        long i = lo, j = hi;
-        while (i <= j) {
-            while (a[i] < pivot)
-                i++;
-            while (a[j] > pivot)
-                j--;
-            if (i <= j) {
-                double t = a[i];
-                a[i] = a[j];
-                a[j] = t;
-                i++;
-                j--;
-            }
-        }
-        if (k <= j)
-            hi = j;
-        else if (k >= i)
-            lo = i;
-        else
-            break;
-    }
-    return a[k];
-}
-
 /* Reference of one ring: its newest @p count blocks except the newest k->delay (fewer while
  * that would leave less than LK_MIN_BLOCKS), times @p sign, into @p out. Returns how many. */
 static size_t lk_reference(const lk_t *k, const lk_state_t *s, const float *ring, size_t count,
@@ -315,7 +286,7 @@ static size_t lk_reference(const lk_t *k, const lk_state_t *s, const float *ring
 /* Upper tail of a[0..n-1] (reordered): the quantile level and the mean excess over it. */
 static void lk_fit_tail(const lk_t *k, double *a, size_t n, lk_tail_t *t)
 {
-    double u = lk_select(a, (long)n, (long)floor(k->q * (double)(n - 1)));
+    double u = snp_select(a, (long)n, (long)floor(k->q * (double)(n - 1)));
     double sum = 0;
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {

@@ -21,6 +21,7 @@
  * State lives in the core-owned per-series blob (zs_state_t, zeroed on first use); observe()
  * never allocates and reads the instance read-only, as worker threads share it.
  */
+#include "select.h"
 #include <sentinel/plugin.h>
 
 #include <math.h>
@@ -142,39 +143,9 @@ static void zs_destroy(void *self)
     free(self);
 }
 
-/* k-th smallest of a[0..n-1], Hoare quickselect; afterwards a[0..k-1] <= a[k]. */
-static double zs_select(double *a, long n, long k)
-{
-    long lo = 0, hi = n - 1;
-    while (lo < hi) {
-        double pivot = a[lo + (hi - lo) / 2];
-        long i = lo, j = hi;
-        while (i <= j) {
-            while (a[i] < pivot)
-                i++;
-            while (a[j] > pivot)
-                j--;
-            if (i <= j) {
-                double t = a[i];
-                a[i] = a[j];
-                a[j] = t;
-                i++;
-                j--;
-            }
-        }
-        if (k <= j)
-            hi = j;
-        else if (k >= i)
-            lo = i;
-        else
-            break; /* a[j+1..i-1] all equal the pivot */
-    }
-    return a[k];
-}
-
 static double zs_median(double *a, size_t n)
 {
-    double hi = zs_select(a, (long)n, (long)(n / 2));
+    double hi = snp_select(a, (long)n, (long)(n / 2));
     if (n % 2)
         return hi;
     /* After selection everything below n/2 is <= hi: the lower middle is their maximum. */
