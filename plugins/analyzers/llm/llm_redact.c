@@ -10,6 +10,7 @@
  * is built from it, so no code path can send unredacted text.
  */
 #include "llm-internal.h"
+#include "strbuf.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -128,33 +129,6 @@ int llm_redact_init(llm_redactor_t *r, const char *const *patterns, const char *
     return rc;
 }
 
-typedef struct llm_sb {
-    char *p;
-    size_t n, cap;
-    int oom;
-} llm_sb_t;
-
-static void llm_sb_add(llm_sb_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
 static int llm_ip_boundary(char c)
 {
     return !(isdigit((unsigned char)c) || c == '.');
@@ -163,13 +137,13 @@ static int llm_ip_boundary(char c)
 /* One rule over @p s; returns a new string (or NULL when out of memory). */
 static char *llm_apply(const llm_rule_t *x, const char *s, size_t *hits)
 {
-    llm_sb_t b = {0};
+    snp_buf_t b = {0};
     const char *p = s;
     regmatch_t m[10];
     int eflags = 0;
     while (*p && regexec(&x->re, p, 10, m, eflags) == 0) {
         if (m[0].rm_eo <= m[0].rm_so) { /* empty match: step over one character */
-            llm_sb_add(&b, p, 1);
+            snp_buf_add(&b, p, 1);
             p++;
             eflags = REG_NOTBOL;
             continue;
@@ -177,7 +151,7 @@ static char *llm_apply(const llm_rule_t *x, const char *s, size_t *hits)
         regoff_t so = m[0].rm_so, eo = m[0].rm_eo;
         if (x->ip && ((p + so > s && !llm_ip_boundary(p[so - 1])) || !llm_ip_boundary(p[eo]))) {
             /* part of a longer dotted number: not an address */
-            llm_sb_add(&b, p, (size_t)so + 1);
+            snp_buf_add(&b, p, (size_t)so + 1);
             p += so + 1;
             eflags = REG_NOTBOL;
             continue;
@@ -186,14 +160,14 @@ static char *llm_apply(const llm_rule_t *x, const char *s, size_t *hits)
             so = m[x->group].rm_so;
             eo = m[x->group].rm_eo;
         }
-        llm_sb_add(&b, p, (size_t)so);
-        llm_sb_add(&b, LLM_MASK, strlen(LLM_MASK));
+        snp_buf_add(&b, p, (size_t)so);
+        snp_buf_add(&b, LLM_MASK, strlen(LLM_MASK));
         /* whatever followed the secret inside the match (a closing quote) is scanned again */
         p += eo;
         (*hits)++;
         eflags = REG_NOTBOL;
     }
-    llm_sb_add(&b, p, strlen(p));
+    snp_buf_add(&b, p, strlen(p));
     if (b.oom) {
         free(b.p);
         return NULL;

@@ -15,6 +15,7 @@
  * (header 150, section text 3000, field 2000 characters) without splitting a UTF-8 sequence.
  */
 #include "slack.h"
+#include "strbuf.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,40 +30,8 @@
 
 /* ---- text ---------------------------------------------------------------------------------- */
 
-typedef struct slk_buf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} slk_buf_t;
-
-static void bput(slk_buf_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void bputs(slk_buf_t *b, const char *s)
-{
-    bput(b, s, strlen(s));
-}
-
-static void bprintf(slk_buf_t *b, const char *fmt, ...) SN_PRINTF(2, 3);
-static void bprintf(slk_buf_t *b, const char *fmt, ...)
+static void bprintf(snp_buf_t *b, const char *fmt, ...) SN_PRINTF(2, 3);
+static void bprintf(snp_buf_t *b, const char *fmt, ...)
 {
     char tmp[512];
     va_list ap;
@@ -70,32 +39,32 @@ static void bprintf(slk_buf_t *b, const char *fmt, ...)
     int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
     if (n > 0)
-        bput(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+        snp_buf_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
 }
 
 /* mrkdwn: &, < and > must be escaped; a backtick would end a code span, so it becomes '. */
-static void besc(slk_buf_t *b, const char *s, int code)
+static void besc(snp_buf_t *b, const char *s, int code)
 {
     for (; s && *s; s++) {
         switch (*s) {
         case '&':
-            bputs(b, "&amp;");
+            snp_buf_puts(b, "&amp;");
             break;
         case '<':
-            bputs(b, "&lt;");
+            snp_buf_puts(b, "&lt;");
             break;
         case '>':
-            bputs(b, "&gt;");
+            snp_buf_puts(b, "&gt;");
             break;
         case '`':
-            bput(b, code ? "'" : "`", 1);
+            snp_buf_add(b, code ? "'" : "`", 1);
             break;
         case '\n':
         case '\r':
-            bput(b, code ? " " : s, 1);
+            snp_buf_add(b, code ? " " : s, 1);
             break;
         default:
-            bput(b, s, 1);
+            snp_buf_add(b, s, 1);
         }
     }
 }
@@ -157,7 +126,7 @@ static void add(json_t *blocks, json_t *b)
         json_decref(b);
 }
 
-static void add_section(json_t *blocks, slk_buf_t *b)
+static void add_section(json_t *blocks, snp_buf_t *b)
 {
     if (b->oom || !b->n)
         return;
@@ -217,17 +186,17 @@ json_t *slk_top_hypotheses(const json_t *hyps)
     return out;
 }
 
-static void percent(slk_buf_t *b, const json_t *v)
+static void percent(snp_buf_t *b, const json_t *v)
 {
     if (json_is_number(v))
         bprintf(b, "%.0f%%", json_number_value(v) * 100.0);
     else
-        bputs(b, "n/a");
+        snp_buf_puts(b, "n/a");
 }
 
 static json_t *field(const char *name, const char *value)
 {
-    slk_buf_t b = {0};
+    snp_buf_t b = {0};
     bprintf(&b, "*%s*\n", name);
     besc(&b, value ? value : "n/a", 0);
     json_t *f = b.oom ? NULL : mrkdwn(b.p, SLK_FIELD_MAX);
@@ -238,19 +207,19 @@ static json_t *field(const char *name, const char *value)
 static void add_summary(json_t *blocks, const json_t *inc, const slk_event_info_t *ei,
                         const char *event)
 {
-    slk_buf_t b = {0};
+    snp_buf_t b = {0};
     bprintf(&b, "%s *", ei->emoji);
     besc(&b, ei->phrase ? ei->phrase : event, 0);
-    bputs(&b, "*");
+    snp_buf_puts(&b, "*");
     json_t *fields = json_array();
     json_array_append_new(fields, field("Severity", str(inc, "severity")));
     json_array_append_new(fields, field("Priority", str(inc, "priority")));
     json_array_append_new(fields, field("State", str(inc, "state")));
-    slk_buf_t c = {0};
+    snp_buf_t c = {0};
     percent(&c, json_object_get(inc, "confidence"));
     json_array_append_new(fields, field("Confidence", c.p));
     free(c.p);
-    slk_buf_t sv = {0};
+    snp_buf_t sv = {0};
     size_t i;
     json_t *v;
     json_array_foreach(json_object_get(inc, "services"), i, v)
@@ -258,8 +227,8 @@ static void add_summary(json_t *blocks, const json_t *inc, const slk_event_info_
         if (!json_is_string(v))
             continue;
         if (sv.n)
-            bputs(&sv, ", ");
-        bput(&sv, json_string_value(v), json_string_length(v));
+            snp_buf_puts(&sv, ", ");
+        snp_buf_add(&sv, json_string_value(v), json_string_length(v));
     }
     json_array_append_new(fields, field("Services", sv.n ? sv.p : NULL));
     free(sv.p);
@@ -278,8 +247,8 @@ static void add_hypotheses(json_t *blocks, const json_t *inc)
         json_decref(top);
         return;
     }
-    slk_buf_t b = {0};
-    bputs(&b, "*Root-cause hypotheses*");
+    snp_buf_t b = {0};
+    snp_buf_puts(&b, "*Root-cause hypotheses*");
     size_t i;
     json_t *h;
     json_array_foreach(top, i, h)
@@ -287,11 +256,11 @@ static void add_hypotheses(json_t *blocks, const json_t *inc)
         bprintf(&b, "\n%zu. ", i + 1);
         besc(&b, str(h, "cause") ? str(h, "cause") : "unknown cause", 0);
         if (str(h, "service")) {
-            bputs(&b, " on `");
+            snp_buf_puts(&b, " on `");
             besc(&b, str(h, "service"), 1);
-            bputs(&b, "`");
+            snp_buf_puts(&b, "`");
         }
-        bputs(&b, " \xe2\x80\x94 confidence ");
+        snp_buf_puts(&b, " \xe2\x80\x94 confidence ");
         percent(&b, json_object_get(h, "confidence"));
     }
     add_section(blocks, &b);
@@ -305,42 +274,42 @@ static void add_plan(json_t *blocks, const json_t *inc)
     size_t n = json_array_size(plan);
     if (n == 0)
         return;
-    slk_buf_t b = {0};
-    bputs(&b, "*Plan*");
+    snp_buf_t b = {0};
+    snp_buf_puts(&b, "*Plan*");
     for (size_t i = 0; i < n && i < SLK_PLAN_SHOWN; i++) {
         const json_t *a = json_array_get(plan, i);
         bprintf(&b, "\n%zu. `", i + 1);
         besc(&b, str(a, "verb") ? str(a, "verb") : "?", 1);
-        bputs(&b, "` on `");
+        snp_buf_puts(&b, "` on `");
         besc(&b, str(a, "target") ? str(a, "target") : "?", 1);
-        bputs(&b, "`");
+        snp_buf_puts(&b, "`");
         if (str(a, "executor")) {
-            bputs(&b, " via ");
+            snp_buf_puts(&b, " via ");
             besc(&b, str(a, "executor"), 0);
         }
-        bputs(&b, " \xe2\x80\x94 risk *");
+        snp_buf_puts(&b, " \xe2\x80\x94 risk *");
         besc(&b, str(a, "risk") ? str(a, "risk") : "unknown", 0);
-        bputs(&b, "*, downtime ");
+        snp_buf_puts(&b, "*, downtime ");
         const json_t *dt = json_object_get(a, "downtime_s");
         if (json_is_number(dt))
             bprintf(&b, "~%.0f s", json_number_value(dt));
         else
-            bputs(&b, "unknown");
-        bputs(&b, ", blast radius ");
+            snp_buf_puts(&b, "unknown");
+        snp_buf_puts(&b, ", blast radius ");
         const json_t *br = json_object_get(a, "blast_radius");
         if (json_is_number(br))
             bprintf(&b, "%g", json_number_value(br));
         else if (json_is_string(br) && json_string_length(br)) {
-            bputs(&b, "`");
+            snp_buf_puts(&b, "`");
             besc(&b, json_string_value(br), 1);
-            bputs(&b, "`");
+            snp_buf_puts(&b, "`");
         } else
-            bputs(&b, "unknown");
+            snp_buf_puts(&b, "unknown");
         if (json_is_false(json_object_get(a, "allowed")) ||
             json_is_string(json_object_get(a, "denied_reason"))) {
-            bputs(&b, " _(not allowed: ");
+            snp_buf_puts(&b, " _(not allowed: ");
             besc(&b, str(a, "denied_reason") ? str(a, "denied_reason") : "policy", 0);
-            bputs(&b, ")_");
+            snp_buf_puts(&b, ")_");
         }
     }
     if (n > SLK_PLAN_SHOWN)
@@ -356,8 +325,8 @@ static void add_last_step(json_t *blocks, const json_t *inc)
     const char *detail = n ? str(json_array_get(tl, n - 1), "detail") : NULL;
     if (!detail)
         return;
-    slk_buf_t b = {0};
-    bputs(&b, "Last step: ");
+    snp_buf_t b = {0};
+    snp_buf_puts(&b, "Last step: ");
     besc(&b, detail, 0);
     if (!b.oom)
         add(blocks,
@@ -385,19 +354,19 @@ static void add_buttons(json_t *blocks, const json_t *inc, const char *id)
 
 static void add_context(json_t *blocks, const slk_t *s, const char *id, int approval, int buttons)
 {
-    slk_buf_t b = {0};
-    bputs(&b, "Incident `");
+    snp_buf_t b = {0};
+    snp_buf_puts(&b, "Incident `");
     besc(&b, id, 1);
-    bputs(&b, "`");
+    snp_buf_puts(&b, "`");
     if (s->console[0]) {
-        bputs(&b, " \xc2\xb7 <");
-        bputs(&b, s->console);
-        bputs(&b, "/ui/#/incidents/");
+        snp_buf_puts(&b, " \xc2\xb7 <");
+        snp_buf_puts(&b, s->console);
+        snp_buf_puts(&b, "/ui/#/incidents/");
         besc(&b, id, 1);
-        bputs(&b, "|Open in the console>");
+        snp_buf_puts(&b, "|Open in the console>");
     }
     if (approval && !buttons)
-        bputs(&b, " \xc2\xb7 approve or reject in the console or through the API");
+        snp_buf_puts(&b, " \xc2\xb7 approve or reject in the console or through the API");
     if (!b.oom)
         add(blocks,
             json_pack("{s:s,s:[o]}", "type", "context", "elements", mrkdwn(b.p, SLK_FIELD_MAX)));
@@ -415,20 +384,20 @@ json_t *slk_render(const slk_t *s, const json_t *inc, const char *event, int thr
     if (!blocks)
         return NULL;
 
-    slk_buf_t t = {0}; /* the fallback / notification text */
-    bputs(&t, "[");
+    snp_buf_t t = {0}; /* the fallback / notification text */
+    snp_buf_puts(&t, "[");
     besc(&t, str(inc, "priority") ? str(inc, "priority") : "-", 0);
-    bputs(&t, "/");
+    snp_buf_puts(&t, "/");
     besc(&t, str(inc, "severity") ? str(inc, "severity") : "-", 0);
-    bputs(&t, "] ");
+    snp_buf_puts(&t, "] ");
     besc(&t, title, 0);
-    bputs(&t, " \xe2\x80\x94 ");
+    snp_buf_puts(&t, " \xe2\x80\x94 ");
     besc(&t, ei->phrase ? ei->phrase : event, 0);
 
     if (!threaded) {
-        slk_buf_t h = {0};
+        snp_buf_t h = {0};
         bprintf(&h, "%s ", ei->emoji);
-        bput(&h, title, strlen(title));
+        snp_buf_add(&h, title, strlen(title));
         if (!h.oom)
             add(blocks,
                 json_pack("{s:s,s:o}", "type", "header", "text", plain(h.p, SLK_HEADER_MAX)));
@@ -439,19 +408,19 @@ json_t *slk_render(const slk_t *s, const json_t *inc, const char *event, int thr
         if (!approval && event && strcmp(event, "opened") != 0)
             add_last_step(blocks, inc);
     } else {
-        slk_buf_t b = {0};
+        snp_buf_t b = {0};
         bprintf(&b, "%s *", ei->emoji);
         besc(&b, ei->phrase ? ei->phrase : event, 0);
-        bputs(&b, "*");
+        snp_buf_puts(&b, "*");
         if (approval) {
-            bputs(&b, " for *");
+            snp_buf_puts(&b, " for *");
             besc(&b, title, 0);
-            bputs(&b, "*");
+            snp_buf_puts(&b, "*");
         }
         if (str(inc, "state")) {
-            bputs(&b, " \xc2\xb7 state `");
+            snp_buf_puts(&b, " \xc2\xb7 state `");
             besc(&b, str(inc, "state"), 1);
-            bputs(&b, "`");
+            snp_buf_puts(&b, "`");
         }
         add_section(blocks, &b);
         free(b.p);
@@ -488,10 +457,10 @@ json_t *slk_render_decided(const json_t *original, const char *line, const char 
             break;
         json_array_append_new(blocks, json_deep_copy(b));
     }
-    slk_buf_t t = {0};
-    bputs(&t, "*");
+    snp_buf_t t = {0};
+    snp_buf_puts(&t, "*");
     besc(&t, line, 0);
-    bputs(&t, "*");
+    snp_buf_puts(&t, "*");
     add_section(blocks, &t);
     free(t.p);
     if (detail && *detail) /* mrkdwn built by the plugin from checked values */

@@ -27,6 +27,7 @@
  * is ever logged or put into an error.
  */
 #include "retry.h"
+#include "strbuf.h"
 #include <sentinel/plugin.h>
 
 #include <openssl/crypto.h>
@@ -372,55 +373,28 @@ static json_t *wh_lookup(const wh_ctx_t *c, const char *path)
     return cur ? json_incref((json_t *)cur) : NULL;
 }
 
-typedef struct wh_buf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} wh_buf_t;
-
-static void wh_buf_add(wh_buf_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
 /* A value as text inside a longer string: strings as they are, absent or null as nothing,
  * numbers and booleans as written in JSON, arrays and objects as compact JSON. */
-static void wh_buf_value(wh_buf_t *b, const json_t *v)
+static void wh_buf_value(snp_buf_t *b, const json_t *v)
 {
     char num[64];
     if (!v || json_is_null(v))
         return;
     if (json_is_string(v)) {
-        wh_buf_add(b, json_string_value(v), json_string_length(v));
+        snp_buf_add(b, json_string_value(v), json_string_length(v));
     } else if (json_is_integer(v)) {
-        wh_buf_add(
+        snp_buf_add(
             b, num,
             (size_t)snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v)));
     } else if (json_is_real(v)) {
-        wh_buf_add(b, num, (size_t)snprintf(num, sizeof(num), "%.15g", json_real_value(v)));
+        snp_buf_add(b, num, (size_t)snprintf(num, sizeof(num), "%.15g", json_real_value(v)));
     } else {
         char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
         if (!s) {
             b->oom = 1;
             return;
         }
-        wh_buf_add(b, s, strlen(s));
+        snp_buf_add(b, s, strlen(s));
         free(s);
     }
 }
@@ -435,15 +409,15 @@ static json_t *wh_render_string(const json_t *t, const wh_ctx_t *c)
         json_t *v = wh_lookup(c, path);
         return v ? v : json_null();
     }
-    wh_buf_t b = {0};
+    snp_buf_t b = {0};
     do {
-        wh_buf_add(&b, s, (size_t)(a - s));
+        snp_buf_add(&b, s, (size_t)(a - s));
         json_t *v = wh_lookup(c, path);
         wh_buf_value(&b, v);
         json_decref(v);
         s = e;
     } while (wh_next_placeholder(s, &a, &e, path, sizeof(path)));
-    wh_buf_add(&b, s, strlen(s));
+    snp_buf_add(&b, s, strlen(s));
     json_t *out = b.oom ? NULL : json_stringn(b.p ? b.p : "", b.n);
     free(b.p);
     return out;

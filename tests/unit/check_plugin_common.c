@@ -1,12 +1,15 @@
 /**
- * @file check_retry.c
- * Unit tests for plugins/common/retry.c, the retry arithmetic the remote-calling plugins share:
- * backoff ceilings, full jitter bounds, and the Retry-After header.
+ * @file check_plugin_common.c
+ * Unit tests for plugins/common, the helpers linked into several plugins: retry arithmetic
+ * (backoff ceilings, full jitter bounds, Retry-After), quickselect and the text buffer.
  */
 #include "retry.h"
+#include "select.h"
+#include "strbuf.h"
 
 #include <check.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 START_TEST(ceiling_doubles_up_to_the_cap)
@@ -78,14 +81,57 @@ START_TEST(retry_after_is_delay_seconds)
 }
 END_TEST
 
+START_TEST(select_finds_the_kth_smallest)
+{
+    double a[257];
+    uint64_t rng = 42;
+    for (long n = 1; n <= 257; n += 16) {
+        for (long k = 0; k < n; k += (n > 8 ? n / 8 : 1)) {
+            for (long i = 0; i < n; i++)
+                a[i] = (double)(snr_rand(&rng) % 50); /* many ties */
+            double sorted[257];
+            memcpy(sorted, a, (size_t)n * sizeof(double));
+            for (long i = 1; i < n; i++) /* insertion sort as the reference */
+                for (long j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
+                    double t = sorted[j];
+                    sorted[j] = sorted[j - 1];
+                    sorted[j - 1] = t;
+                }
+            double v = snp_select(a, n, k);
+            ck_assert(v == sorted[k]);
+            for (long i = 0; i < k; i++)
+                ck_assert(a[i] <= v);
+            for (long i = k + 1; i < n; i++)
+                ck_assert(a[i] >= v);
+        }
+    }
+}
+END_TEST
+
+START_TEST(buffer_grows_and_stays_terminated)
+{
+    snp_buf_t b = {0};
+    for (int i = 0; i < 1000; i++)
+        snp_buf_puts(&b, "abc");
+    snp_buf_add(&b, "xyz", 1);
+    ck_assert_int_eq(b.oom, 0);
+    ck_assert_uint_eq(b.n, 3001);
+    ck_assert_uint_eq(strlen(b.p), 3001);
+    ck_assert(strncmp(b.p, "abcabc", 6) == 0 && b.p[3000] == 'x');
+    free(b.p);
+}
+END_TEST
+
 int main(void)
 {
-    Suite *s = suite_create("retry");
+    Suite *s = suite_create("plugin_common");
     TCase *tc = tcase_create("retry");
     tcase_add_test(tc, ceiling_doubles_up_to_the_cap);
     tcase_add_test(tc, jitter_stays_in_bounds_and_covers_them);
     tcase_add_test(tc, digits_take_numbers_only);
     tcase_add_test(tc, retry_after_is_delay_seconds);
+    tcase_add_test(tc, select_finds_the_kth_smallest);
+    tcase_add_test(tc, buffer_grows_and_stays_terminated);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
