@@ -4,6 +4,7 @@
  * incidents stay in memory (open ones always stay; closed ones live on in the state store).
  */
 #include "engine-internal.h"
+#include "utf8.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,7 @@ void sn_incident_event(sn_incident_t *inc, const char *node, const char *event, 
     }
     /* Byte bounds ("%.300s", the buffer) can cut a character in half, and plugins quote text
      * from outside; jansson refuses invalid UTF-8, which would drop the entry silently. */
-    sn_utf8_scrub(detail);
+    snp_utf8_scrub(detail);
     char ts[32];
     sn_format_time_ms(sn_now_ms(), ts);
     json_t *tl = json_object_get(inc->doc, "timeline");

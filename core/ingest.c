@@ -4,6 +4,7 @@
  * described with its origin, line and field; the lines around it are still taken.
  */
 #include "ingest.h"
+#include "utf8.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -15,43 +16,6 @@ static const char *const reason_names[SN_INGEST_REASONS] = {
 const char *sn_ingest_reason_name(int reason)
 {
     return reason >= 0 && reason < SN_INGEST_REASONS ? reason_names[reason] : "unknown";
-}
-
-static int utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        size_t len;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (i + len > n)
-            return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += len;
-    }
-    return 1;
 }
 
 int sn_ingest_metric_name_ok(const char *s, size_t n)
@@ -171,7 +135,7 @@ static int parse_alert(json_t *o, json_t *al, sn_record_t *rec, bad_t *bad)
 static int parse_line(const char *line, size_t n, const sn_ingest_limits_t *lim, sn_record_t *rec,
                       sn_label_t *labels, json_t **keep, bad_t *bad)
 {
-    if (!utf8_valid((const unsigned char *)line, n)) {
+    if (!snp_utf8_valid((const unsigned char *)line, n)) {
         bad->reason = SN_IR_UTF8;
         snprintf(bad->msg, sizeof(bad->msg), "invalid UTF-8");
         return -1;

@@ -250,10 +250,6 @@ uint64_t sn_series_hash(const char *metric, const sn_label_t *labels, size_t n);
 int sn_parse_time_ms(const char *s, int64_t *out);
 /** RFC3339 in UTC with milliseconds into out[32]. */
 void sn_format_time_ms(int64_t ms, char out[32]);
-/** Replace, in place, every byte of @p s that is not part of a valid UTF-8 sequence with '?'
- * (a character cut in half by a byte bound such as "%.300s", stray Latin-1), so that jansson
- * accepts the text. Returns how many bytes were replaced. */
-size_t sn_utf8_scrub(char *s);
 int64_t sn_now_ms(void);
 int64_t sn_mono_ms(void);
 

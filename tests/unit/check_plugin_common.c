@@ -6,6 +6,9 @@
 #include "retry.h"
 #include "select.h"
 #include "strbuf.h"
+#include "utf8.h"
+
+#include <jansson.h>
 
 #include <check.h>
 #include <stdlib.h>
@@ -122,6 +125,37 @@ START_TEST(buffer_grows_and_stays_terminated)
 }
 END_TEST
 
+START_TEST(utf8_valid_follows_rfc3629)
+{
+    const char ok[] = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\xa5";
+    ck_assert(snp_utf8_valid((const unsigned char *)ok, strlen(ok)));
+    ck_assert(!snp_utf8_valid((const unsigned char *)ok, strlen(ok) - 1));    /* cut emoji */
+    ck_assert(!snp_utf8_valid((const unsigned char *)"\xc0\xaf", 2));         /* overlong */
+    ck_assert(!snp_utf8_valid((const unsigned char *)"\xed\xa0\x80", 3));     /* surrogate */
+    ck_assert(!snp_utf8_valid((const unsigned char *)"\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+    ck_assert(snp_utf8_valid((const unsigned char *)"a\0b", 3));
+}
+END_TEST
+
+START_TEST(utf8_scrub_replaces_only_invalid_bytes)
+{
+    char ok[] = "plain ascii, caf\xc3\xa9, \xe2\x82\xac, \xf0\x9f\x94\xa5";
+    ck_assert_uint_eq(snp_utf8_scrub(ok), 0);
+    ck_assert_str_eq(ok, "plain ascii, caf\xc3\xa9, \xe2\x82\xac, \xf0\x9f\x94\xa5");
+    /* A euro sign cut after two of its three bytes, as "%.Ns" does. */
+    char cut[] = "cost \xe2\x82";
+    ck_assert_uint_eq(snp_utf8_scrub(cut), 2);
+    ck_assert_str_eq(cut, "cost ??");
+    /* Latin-1, an overlong slash, a surrogate, a stray continuation byte. */
+    char bad[] = "caf\xe9 \xc0\xaf \xed\xa0\x80 \x80x";
+    ck_assert_uint_eq(snp_utf8_scrub(bad), 7);
+    ck_assert_str_eq(bad, "caf? ?? ??? ?x");
+    json_t *j = json_string(bad);
+    ck_assert_ptr_nonnull(j); /* jansson takes what was scrubbed */
+    json_decref(j);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("plugin_common");
@@ -132,6 +166,8 @@ int main(void)
     tcase_add_test(tc, retry_after_is_delay_seconds);
     tcase_add_test(tc, select_finds_the_kth_smallest);
     tcase_add_test(tc, buffer_grows_and_stays_terminated);
+    tcase_add_test(tc, utf8_valid_follows_rfc3629);
+    tcase_add_test(tc, utf8_scrub_replaces_only_invalid_bytes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

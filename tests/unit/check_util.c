@@ -101,25 +101,6 @@ START_TEST(diag_prefixes_location)
 }
 END_TEST
 
-START_TEST(utf8_scrub_replaces_only_invalid_bytes)
-{
-    char ok[] = "plain ascii, caf\xc3\xa9, \xe2\x82\xac, \xf0\x9f\x94\xa5";
-    ck_assert_uint_eq(sn_utf8_scrub(ok), 0);
-    ck_assert_str_eq(ok, "plain ascii, caf\xc3\xa9, \xe2\x82\xac, \xf0\x9f\x94\xa5");
-    /* A euro sign cut after two of its three bytes, as "%.Ns" does. */
-    char cut[] = "cost \xe2\x82";
-    ck_assert_uint_eq(sn_utf8_scrub(cut), 2);
-    ck_assert_str_eq(cut, "cost ??");
-    /* Latin-1, an overlong slash, a surrogate, a stray continuation byte. */
-    char bad[] = "caf\xe9 \xc0\xaf \xed\xa0\x80 \x80x";
-    ck_assert_uint_eq(sn_utf8_scrub(bad), 7);
-    ck_assert_str_eq(bad, "caf? ?? ??? ?x");
-    json_t *j = json_string(bad);
-    ck_assert_ptr_nonnull(j); /* jansson takes what was scrubbed */
-    json_decref(j);
-}
-END_TEST
-
 int main(void)
 {
     Suite *s = suite_create("util");
@@ -132,7 +113,6 @@ int main(void)
     tcase_add_test(tc, series_hash_depends_on_labels);
     tcase_add_test(tc, canonical_json_sorts_keys);
     tcase_add_test(tc, diag_prefixes_location);
-    tcase_add_test(tc, utf8_scrub_replaces_only_invalid_bytes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -35,6 +35,7 @@
  */
 #include "llm-internal.h"
 #include "retry.h"
+#include "utf8.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -209,54 +210,10 @@ static void llm_gauges(const llm_t *l)
                     (double)l->npending);
 }
 
-/* Length of the well-formed UTF-8 sequence at @p p (RFC 3629: no overlong forms, no
- * surrogates, nothing above U+10FFFF), 0 when there is none. */
-static size_t llm_utf8_seq(const unsigned char *p)
-{
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xC2 && p[0] <= 0xDF)
-        n = 2;
-    else if (p[0] >= 0xE0 && p[0] <= 0xEF)
-        n = 3;
-    else if (p[0] >= 0xF0 && p[0] <= 0xF4)
-        n = 4;
-    else
-        return 0;
-    if (p[0] == 0xE0)
-        lo = 0xA0;
-    else if (p[0] == 0xED)
-        hi = 0x9F;
-    else if (p[0] == 0xF0)
-        lo = 0x90;
-    else if (p[0] == 0xF4)
-        hi = 0x8F;
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-    return n;
-}
-
-/* Make @p s valid UTF-8 in place, a '?' for every byte that starts no well-formed sequence.
- * Notes and errors quote model text with byte bounds ("%.200s"), which cut a multi-byte
+/* Notes and errors quote model text with byte bounds ("%.200s"), which cut a multi-byte
  * character of a real model's reply in half; jansson refuses such a string, and the note, the
- * correction sent back to the model or plan()'s reason would be lost without a word. */
-static void llm_utf8_fix(char *s)
-{
-    unsigned char *p = (unsigned char *)s;
-    while (*p) {
-        size_t n = llm_utf8_seq(p);
-        if (n == 0)
-            *p++ = '?';
-        else
-            p += n;
-    }
-}
-
+ * correction sent back to the model or plan()'s reason would be lost without a word: every
+ * such text goes through snp_utf8_scrub. */
 /* Printable copy of model text: control characters become blanks, and a
  * character cut in half by a byte bound a '?'. */
 static json_t *llm_clean_string(const char *s)
@@ -267,7 +224,7 @@ static json_t *llm_clean_string(const char *s)
     for (char *p = c; *p; p++)
         if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
             *p = ' ';
-    llm_utf8_fix(c);
+    snp_utf8_scrub(c);
     json_t *v = json_string(c);
     free(c);
     return v;
@@ -299,7 +256,7 @@ static void llm_note(llm_an_t *a, const char *event, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    llm_utf8_fix(buf);
+    snp_utf8_scrub(buf);
     if (json_array_size(a->timeline) < 32)
         json_array_append_new(a->timeline, json_pack("{s:s,s:s}", "event", event, "detail", buf));
 }
@@ -789,9 +746,9 @@ static void llm_fallback(llm_an_t *a, const char *event, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
-    llm_utf8_fix(why);
+    snp_utf8_scrub(why);
     snprintf(note, sizeof(note), "no LLM analysis: %s", why);
-    llm_utf8_fix(note);
+    snp_utf8_scrub(note);
     llm_note(a, event, "%s", note);
     a->l->fallbacks++;
     llm_count(a->l, "analyzer_llm_fallbacks_total",
@@ -975,7 +932,7 @@ static void llm_invalid(llm_an_t *a, const char *text, const char *why)
     llm_t *l = a->l;
     char err[400];
     snprintf(err, sizeof(err), "%s", why);
-    llm_utf8_fix(err);
+    snp_utf8_scrub(err);
     llm_count(l, "analyzer_llm_refused_total", "LLM replies that failed validation", 1);
     if (!a->fixed && a->turns < l->max_turns && !l->stopping) {
         a->fixed = 1;

@@ -6,6 +6,7 @@
  * back short, to find the messages that go to the dead-letter topic.
  */
 #include "kafka-internal.h"
+#include "utf8.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -29,43 +30,6 @@ uint32_t kc_count_lines(const char *buf, size_t len)
             }
     }
     return n;
-}
-
-static int utf8_ok(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        size_t len;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (i + len > n)
-            return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += len;
-    }
-    return 1;
 }
 
 static int metric_name_ok(const char *s)
@@ -147,7 +111,7 @@ static int line_check(const sn_host_t *h, const char *line, size_t n, char *why,
         snprintf(why, wl, "line longer than %d bytes", KC_MAX_LINE);
         return -1;
     }
-    if (!utf8_ok((const unsigned char *)line, n)) {
+    if (!snp_utf8_valid((const unsigned char *)line, n)) {
         snprintf(why, wl, "invalid UTF-8");
         return -1;
     }
