@@ -4,6 +4,7 @@
  * described with its origin, line and field; the lines around it are still taken.
  */
 #include "ingest.h"
+#include "names.h"
 #include "utf8.h"
 
 #include <math.h>
@@ -18,40 +19,14 @@ const char *sn_ingest_reason_name(int reason)
     return reason >= 0 && reason < SN_INGEST_REASONS ? reason_names[reason] : "unknown";
 }
 
-int sn_ingest_metric_name_ok(const char *s, size_t n)
-{
-    if (n == 0 || n > 200)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
-        if (!(alpha || (i > 0 && ((c >= '0' && c <= '9') || c == '.'))))
-            return 0;
-    }
-    return 1;
-}
-
-int sn_ingest_label_name_ok(const char *s, size_t n)
-{
-    if (n == 0)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-        if (!(alpha || (i > 0 && c >= '0' && c <= '9')))
-            return 0;
-    }
-    return 1;
-}
-
 static int metric_name_ok(const char *s)
 {
-    return sn_ingest_metric_name_ok(s, strlen(s));
+    return snp_metric_name_ok(s, strlen(s));
 }
 
 static int label_name_ok(const char *s)
 {
-    return sn_ingest_label_name_ok(s, strlen(s));
+    return snp_label_name_ok(s, strlen(s));
 }
 
 static int cmp_label(const void *a, const void *b)

@@ -50,10 +50,6 @@ int sn_ingest_parse(const char *buf, size_t len, const char *origin, const sn_in
                     sn_record_fn cb, void *arg, sn_ingest_stats_t *stats, sn_diag_t *errs,
                     size_t max_errors);
 const char *sn_ingest_reason_name(int reason);
-/* The naming rules of metrics ([a-zA-Z_:][a-zA-Z0-9_:.]*, at most 200) and labels
- * ([a-zA-Z_][a-zA-Z0-9_]*), on @p n bytes of @p s. */
-int sn_ingest_metric_name_ok(const char *s, size_t n);
-int sn_ingest_label_name_ok(const char *s, size_t n);
 /* ingest_fast.c: read @p line (a mutable copy, terminated in place) as a flat point; 1 with
  * @p rec filled exactly as the jansson path would fill it, or 0 when the line is not of that
  * shape (the caller then reads it with jansson). @p labels holds lim->max_labels entries. */

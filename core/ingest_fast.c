@@ -16,6 +16,7 @@
  * and check_ingest compares both paths on valid, edge and mutated lines.
  */
 #include "ingest.h"
+#include "names.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -133,7 +134,7 @@ static int take_labels(cursor_t *c, const sn_ingest_limits_t *lim, sn_label_t *l
         size_t klen, vlen;
         skip_ws(c);
         const char *k = take_string(c, &klen);
-        if (!k || !sn_ingest_label_name_ok(k, klen))
+        if (!k || !snp_label_name_ok(k, klen))
             return -1;
         skip_ws(c);
         if (c->p >= c->end || *c->p++ != ':')
@@ -209,7 +210,7 @@ int sn_ingest_fast_point(char *line, size_t n, const sn_ingest_limits_t *lim, sn
                 return 0;
         } else if (key == K_METRIC) {
             metric = take_string(&c, &metric_len);
-            if (!metric || !sn_ingest_metric_name_ok(metric, metric_len))
+            if (!metric || !snp_metric_name_ok(metric, metric_len))
                 return 0;
         } else if (key == K_VALUE) {
             if (take_number(&c, &value, 0) != 0)

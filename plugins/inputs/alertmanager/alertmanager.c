@@ -12,6 +12,7 @@
  * what an alert means (anomaly, incident, repeat, HA duplicate, resolution) is the core's job;
  * this plugin only checks the payload, authenticates the sender and translates.
  */
+#include "names.h"
 #include <sentinel/plugin.h>
 
 #include <inttypes.h>
@@ -105,19 +106,6 @@ static char *resolve_secret(const sn_host_t *host, const char *v)
         SN_HOST_HAS(host, secret))
         return host->secret(host, v);
     return strdup(v);
-}
-
-static int label_name_ok(const char *s)
-{
-    if (!*s)
-        return 0;
-    for (size_t i = 0; s[i]; i++) {
-        char c = s[i];
-        int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-        if (!(alpha || (i > 0 && c >= '0' && c <= '9')))
-            return 0;
-    }
-    return 1;
 }
 
 /* Length of @p s cut to at most @p max bytes without splitting a UTF-8 sequence. */
@@ -726,8 +714,8 @@ static int am_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn
         goto out;
     }
     if (a->group_label &&
-        (!label_name_ok(a->group_label) || strcmp(a->group_label, "service") == 0 ||
-         strcmp(a->group_label, "alertname") == 0)) {
+        (!snp_label_name_ok(a->group_label, strlen(a->group_label)) ||
+         strcmp(a->group_label, "service") == 0 || strcmp(a->group_label, "alertname") == 0)) {
         snprintf(err->msg, sizeof(err->msg),
                  "group_label: '%.64s' is not a label name other than service and alertname",
                  a->group_label);

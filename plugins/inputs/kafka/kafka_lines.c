@@ -6,6 +6,7 @@
  * back short, to find the messages that go to the dead-letter topic.
  */
 #include "kafka-internal.h"
+#include "names.h"
 #include "utf8.h"
 
 #include <math.h>
@@ -32,33 +33,6 @@ uint32_t kc_count_lines(const char *buf, size_t len)
     return n;
 }
 
-static int metric_name_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 200)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
-        if (!(alpha || (i > 0 && ((c >= '0' && c <= '9') || c == '.'))))
-            return 0;
-    }
-    return 1;
-}
-
-static int label_name_ok(const char *s)
-{
-    if (!*s)
-        return 0;
-    for (size_t i = 0; s[i]; i++) {
-        char c = s[i];
-        int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-        if (!(alpha || (i > 0 && c >= '0' && c <= '9')))
-            return 0;
-    }
-    return 1;
-}
-
 /* Integers arrive as reals (the core decodes with JSON_DECODE_INT_AS_REAL, and so do we). */
 static int ts_ok(const sn_host_t *h, json_t *v)
 {
@@ -77,7 +51,8 @@ static const char *alert_problem(const sn_host_t *h, json_t *o, json_t *al, cons
     json_t *st = json_object_get(o, "status"), *fp = json_object_get(o, "fingerprint"),
            *an = json_object_get(o, "annotations"), *ends = json_object_get(o, "ends"),
            *grp = json_object_get(o, "group");
-    if (!json_is_string(al) || !metric_name_ok(json_string_value(al)))
+    if (!json_is_string(al) ||
+        !snp_metric_name_ok(json_string_value(al), strlen(json_string_value(al))))
         return *field = "alert", "not an alert name (a metric name)";
     if (!st)
         return *field = "status", "missing";
@@ -152,9 +127,9 @@ static int line_check(const sn_host_t *h, const char *line, size_t n, char *why,
             json_t *v;
             json_object_foreach(lab, k, v)
             {
-                if (!label_name_ok(k) || !json_is_string(v) ||
+                if (!snp_label_name_ok(k, strlen(k)) || !json_is_string(v) ||
                     json_string_length(v) > KC_MAX_LABEL_LEN) {
-                    field = "labels", problem = !label_name_ok(k)    ? "bad label name"
+                    field = "labels", problem = !snp_label_name_ok(k, strlen(k)) ? "bad label name"
                                                 : !json_is_string(v) ? "value must be a string"
                                                                      : "value too long";
                     break;
@@ -165,7 +140,8 @@ static int line_check(const sn_host_t *h, const char *line, size_t n, char *why,
     if (!problem) {
         if (m) {
             json_t *val = json_object_get(o, "value");
-            if (!json_is_string(m) || !metric_name_ok(json_string_value(m)))
+            if (!json_is_string(m) ||
+                !snp_metric_name_ok(json_string_value(m), strlen(json_string_value(m))))
                 field = "metric", problem = "not a metric name";
             else if (!val)
                 field = "value", problem = "missing";
