@@ -23,6 +23,10 @@
  * doubling up to a second; once the backlog is taken the partitions resume. The same happens when
  * `max_inflight` batches await acknowledgement or dead letters pile up. A batch the core
  * acknowledges with a failure (its telemetry store fell behind) is delivered again, in halves.
+ * A telemetry store that batches (ClickHouse) acknowledges a write only once its batch is
+ * inserted, so the window must hold at least two of its batches: with a window of 4 batches
+ * (the old default), 1 KB records and 10000-point store batches, each store batch waited for its
+ * batch_interval and the input ran at about 4 000 records/s.
  * A single message the core fails to keep KC_LASTING_TRIES times in a row for a lasting reason
  * (the store refused the records as such, not a backlog, timeout or I/O error) goes to the
  * dead-letter topic with that reason instead of looping (kafka_unkept_total).
@@ -79,8 +83,9 @@ static const sn_param_t kc_params[] = {
     {"batch_messages", SN_T_INT, "10000", 0, "most messages in one batch"},
     {"linger", SN_T_DURATION, "20ms", 0,
      "while batches are in flight, wait this long for a batch to fill before handing it over"},
-    {"max_inflight", SN_T_INT, "4", 0,
-     "batches handed over and not yet acknowledged before the partitions pause"},
+    {"max_inflight", SN_T_INT, "32", 0,
+     "batches handed over and not yet acknowledged before the partitions pause; must hold "
+     "at least two of the telemetry store's batches (which acknowledge when inserted)"},
     {"retry", SN_T_DURATION, "50ms", 0,
      "backpressure: first delay before a refused batch is offered again (doubles up to 1 s)"},
     {"revoke_timeout", SN_T_DURATION, "10s", 0,

@@ -1,0 +1,107 @@
+"""Kafka input -> ClickHouse telemetry store with large records: the input's window of
+unacknowledged batches holds more than one store batch, so ClickHouse's batches fill from the
+records in flight and are inserted at batch_points, not when batch_interval runs out.
+
+The ClickHouse store acknowledges a write only once its batch is inserted, and the Kafka input
+hands over at most max_inflight batches (of about batch_bytes each) before it waits for
+acknowledgements. With records of about 1 KB, the old default window (4 batches of 1 MiB, about
+4 000 records) never reached the store's 10 000-point batch: every batch waited for
+batch_interval. Here batch_interval is 30 s, so that wait cannot hide: 20 000 of 25 000 records
+must be in ClickHouse within 20 s (two full batches; about 2 s on this machine). Then SIGTERM:
+the daemon exits cleanly and the last, partial batch is inserted on the way out, so all 25 000
+records are in ClickHouse once each.
+
+Skipped (exit 0) when the kafka plugin, kafka-mock, kcat or clickhouse-server is missing."""
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+
+import chserver  # noqa: E402
+from kafkamock import KafkaMock  # noqa: E402
+from kafkatest import metric, skip_unless_kafka, wait  # noqa: E402
+from sntest import Daemon, check  # noqa: E402
+
+skip_unless_kafka()
+if not chserver.available():
+    print("skip: clickhouse-server is not installed")
+    sys.exit(0)
+
+T0 = 1795600800000
+N = 25000
+SERIES = 100
+
+CONF = """
+[sentinel]
+listen = 127.0.0.1:{port}
+state = local
+telemetry = ch
+
+[store:local]
+plugin = sqlite
+path = {dir}/sentinel.db
+
+[store:ch]
+plugin = clickhouse
+url = @URL@
+database = wide
+batch_interval = 30s
+
+[input:kafka]
+plugin = kafka
+brokers = @BOOT@
+topics = wide
+group_id = wide
+statistics_interval = 500ms
+commit_interval = 200ms
+
+[detector:latency]
+plugin = zscore
+
+[pipeline]
+edge = kafka -> latency
+edge = latency -> correlate
+"""
+
+
+def record(i):
+    s = i % SERIES
+    return json.dumps({"ts": T0 + (i // SERIES) * 10000, "metric": "wide_latency_ms",
+                       "value": float(100 + s % 7 + (i % 13) / 10.0),
+                       "labels": {"service": "svc%d" % (s % 20), "pod": "pod-%d" % s,
+                                  "note1": "a" * 200, "note2": "b" * 200,
+                                  "note3": "c" * 200, "note4": "d" * 200}},
+                      separators=(",", ":"))
+
+
+def count(srv, what="count()"):
+    st, out = srv.query("SELECT %s FROM wide.points" % what)
+    return int(out) if st == 200 else -1
+
+
+srv = chserver.ChServer().start()
+k = KafkaMock(topics={"wide": 4}, brokers=1).start()
+d = None
+try:
+    recs = [record(i) for i in range(N)]
+    size = sum(len(r) + 1 for r in recs) / N
+    check(size > 900, "records of about 1 KB (%.0f bytes)" % size)
+    k.produce("wide", recs, keys=["s%d" % (i % SERIES) for i in range(N)])
+
+    d = Daemon(conf=CONF.replace("@URL@", srv.url).replace("@BOOT@", k.bootstrap)).start()
+    wait(lambda: count(srv) >= 20000, 20,
+         "two full 10000-point batches in ClickHouse before batch_interval (30 s)", d)
+    check(metric(d, "kafka_redeliveries_total") == 0, "no batch was refused and delivered again")
+    rc = d.stop()
+    check(rc == 0, "sentineld exits 0 on SIGTERM (%s)" % rc)
+    got, distinct = count(srv), count(srv, "uniqExact(series, ts)")
+    check(got == N and distinct == N,
+          "on the way out the partial batch is inserted: %d rows, %d distinct (series, ts), "
+          "of %d records" % (got, distinct, N))
+finally:
+    if d:
+        d.cleanup()
+    k.stop()
+    srv.cleanup()
