@@ -88,8 +88,11 @@ edge = latency, spread, daily -> correlate
 """
 
 
+PIN = True
+
+
 def pin(pid, cpu):
-    if os.cpu_count() and os.cpu_count() > 1:
+    if PIN and os.cpu_count() and os.cpu_count() > 1:
         subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], capture_output=True)
 
 
@@ -212,7 +215,12 @@ def main():
                     help="a setting for [input:kafka], e.g. max_inflight=8 (repeatable)")
     ap.add_argument("--store-opt", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting for the ClickHouse store, e.g. batch_points=50000")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="let the scheduler place every process (default: consumers on CPU 0, "
+                         "the mock and ClickHouse on CPU 1)")
     args = ap.parse_args()
+    global PIN
+    PIN = not args.no_pin
     os.environ["SN_BUILD_DIR"] = os.path.abspath(args.build)
     import sntest
     sntest.BUILD = os.environ["SN_BUILD_DIR"]
