@@ -27,8 +27,10 @@ struct sn_silence {
     int days;             /* weekly: bit 0 = Monday ... bit 6 = Sunday; 0 = no weekly window */
     int from_min, to_min; /* minutes of the UTC day */
     int expired;
-    int busy; /* a save is in flight */
+    int busy;  /* a save is in flight */
+    int dirty; /* changed while it was: save again when it completes */
     int64_t version;
+    sn_engine_t *e;
 };
 
 static const char *const day_names[] = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"};
@@ -152,6 +154,8 @@ const char *sn_silence_match(sn_engine_t *e, const sn_incident_t *inc)
 
 /* ---- persistence ---- */
 
+static void save(sn_engine_t *e, sn_silence_t *s);
+
 static void saved(void *arg, int status, json_t *result)
 {
     (void)result;
@@ -162,12 +166,24 @@ static void saved(void *arg, int status, json_t *result)
     else
         sn_log(SN_LOG_ERROR, "silence", NULL, NULL,
                "could not store silence %s (%d): it holds until a restart", s->id, status);
+    if (s->dirty) {
+        s->dirty = 0;
+        save(s->e, s);
+    }
 }
 
+/* One save per silence in flight: a second one would carry the same version and the store
+ * would refuse it (an expiry right after the creation was lost on restart that way). A change
+ * made meanwhile is saved, whole, when the first completes. */
 static void save(sn_engine_t *e, sn_silence_t *s)
 {
     if (!e->state)
         return;
+    s->e = e;
+    if (s->busy) {
+        s->dirty = 1;
+        return;
+    }
     const sn_store_ops_t *ops = e->state->in->mod->plugin->ops;
     int open = !s->expired && s->ends > sn_now_ms();
     char sid[64];

@@ -70,20 +70,30 @@ try:
     check(bad.returncode == 2 and "weekly days" in bad.stderr,
           "a bad weekly day is refused: %s" % bad.stderr.strip())
 
+    # Expired right after creation, while the creation is still being stored: the expiry is
+    # stored too (a second save of the same version was refused, and after a restart the
+    # silence came back active).
+    st, quick = d.json("POST", "/v1/silences",
+                       json.dumps({"matchers": {"service": "quick"}, "duration_s": 3600}))
+    st2, _ = d.json("POST", "/v1/silences/%s/expire" % quick["id"])
+    check(st == 201 and st2 == 200, "a silence created and expired at once (%d, %d)" % (st, st2))
+
     # Survives a restart; expiry is audited; expiring twice is a conflict.
     d.stop()
+    check("could not store silence" not in d.logtext(), "every silence change was stored")
     d.start()
     # Each stored silence is read back by its own asynchronous load: wait for all three.
     ids = [s["id"] for s in d.wait_for(
         lambda: (lambda l: l if len(l) >= 3 else None)(d.json("GET", "/v1/silences")[1]["silences"]),
         what="three silences after the restart")]
-    check(sid in ids and len(ids) == 3, "silences survive a restart")
+    check(sid in ids and len(ids) == 3 and quick["id"] not in ids,
+          "silences survive a restart, and the expired one stays expired (%d listed)" % len(ids))
     out = ctl(d, "silence", "expire", sid)
     check(out.returncode == 0, "sentinelctl silence expire")
     check(ctl(d, "silence", "expire", sid).returncode == 4, "expiring twice is a conflict (4)")
     check(ctl(d, "silence", "expire", "nope").returncode == 3, "an unknown silence is 3")
     acts = [r["action"] for r in d.json("GET", "/v1/audit")[1]["records"]]
-    check(acts.count("silence_create") == 3 and acts.count("silence_expire") == 1,
+    check(acts.count("silence_create") == 4 and acts.count("silence_expire") == 2,
           "creation and expiry are audited")
     listed = ctl(d, "silence", "list")
     check("expired" in listed.stdout and "deploy window" in listed.stdout,
