@@ -179,12 +179,16 @@ void sn_outbox_free(sn_engine_t *e);
 typedef struct sn_silence sn_silence_t;
 /** The id of an active silence matching @p inc, or NULL. */
 const char *sn_silence_match(sn_engine_t *e, const sn_incident_t *inc);
-/** From an API body {"matchers", "starts_at", "ends_at" | "duration_s", "weekly", "comment"};
- * audited. 0 with *out the stored silence, or SN_EINVAL/SN_ENOMEM with @p why. */
-int sn_silence_create(sn_engine_t *e, const json_t *body, const char *actor, json_t **out,
-                      char *why, size_t cap);
-/** 0, SN_ENOTFOUND, or SN_EINVAL when already expired; audited. */
-int sn_silence_expire(sn_engine_t *e, const char *id, const char *actor);
+/** From an API body {"matchers", "starts_at", "ends_at" | "duration_s", "weekly", "comment"}.
+ * SN_EINVAL/SN_ENOMEM with @p why; or 0, and @p done(arg, status, doc) once the silence is
+ * stored (then audited; doc borrowed for the call) or could not be (then it is gone). With no
+ * state store, done runs before this returns. Thread: loop. */
+int sn_silence_create(sn_engine_t *e, const json_t *body, const char *actor, char *why, size_t cap,
+                      sn_done_fn done, void *arg);
+/** SN_ENOTFOUND, SN_EINVAL when already expired, SN_ENOMEM; or 0, and @p done(arg, status,
+ * doc) once the expiry is stored (then audited) or could not be (then undone). */
+int sn_silence_expire(sn_engine_t *e, const char *id, const char *actor, sn_done_fn done,
+                      void *arg);
 json_t *sn_silence_list(sn_engine_t *e);
 int sn_silence_is(const char *state_id);
 void sn_silence_resume(sn_engine_t *e, const char *state_id);

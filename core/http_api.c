@@ -43,6 +43,7 @@ struct sn_api {
     int loopback; /* listening on loopback only: keyless access is tolerated */
     route_t routes[SN_MAX_ROUTES];
     size_t nroutes;
+    struct deferred *deferred; /* requests answered later */
 };
 
 struct sn_route_req {
@@ -59,6 +60,43 @@ typedef struct reqctx {
     sn_role_t role;
     const char *actor;
 } reqctx_t;
+
+/* A request answered from a callback (a store's). libevent keeps a request whose client went
+ * away until it is answered, but frees every request with the server: on sn_api_free the
+ * waiting ones are marked orphans, and their callbacks answer nobody. */
+typedef struct deferred {
+    reqctx_t c;
+    struct deferred *prev, *next;
+    int orphan;
+} deferred_t;
+
+static deferred_t *defer(const reqctx_t *c)
+{
+    deferred_t *d = calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    d->c = *c;
+    d->c.actor = NULL; /* borrowed from the key table, which may be reloaded meanwhile */
+    d->next = c->api->deferred;
+    if (d->next)
+        d->next->prev = d;
+    c->api->deferred = d;
+    return d;
+}
+
+/* The request to answer, or NULL when the server is gone. Unlinks @p d; the caller frees it. */
+static reqctx_t *undefer(deferred_t *d)
+{
+    if (d->orphan)
+        return NULL;
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        d->c.api->deferred = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    return &d->c;
+}
 
 /* ---- helpers ---- */
 
@@ -303,6 +341,19 @@ static json_t *read_body(reqctx_t *c)
     return json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
 }
 
+static void silence_created(void *arg, int status, json_t *doc)
+{
+    deferred_t *d = arg;
+    reqctx_t *c = undefer(d);
+    if (c && status == 0)
+        reply_json(c, 201, json_deep_copy(doc));
+    else if (c)
+        reply_error(c, 503,
+                    "the state store could not keep the silence: it was not created; "
+                    "try again");
+    free(d);
+}
+
 static void h_silence_create(reqctx_t *c)
 {
     json_t *body = read_body(c);
@@ -315,26 +366,56 @@ static void h_silence_create(reqctx_t *c)
     }
     char actor[160], why[200] = "";
     snprintf(actor, sizeof(actor), "api:%s", c->actor ? c->actor : "anonymous");
-    json_t *out = NULL;
-    int rc = sn_silence_create(c->api->e, body, actor, &out, why, sizeof(why));
+    deferred_t *d = defer(c);
+    if (!d) {
+        json_decref(body);
+        reply_error(c, 500, "out of memory");
+        return;
+    }
+    int rc = sn_silence_create(c->api->e, body, actor, why, sizeof(why), silence_created, d);
     json_decref(body);
-    if (rc != 0)
-        reply_error(c, rc == SN_ENOMEM ? 409 : 400, why);
-    else
-        reply_json(c, 201, out);
+    if (rc != 0) {
+        undefer(d);
+        free(d);
+        reply_error(c, rc == SN_EINVAL ? 400 : 409, why);
+    }
+}
+
+static void silence_expired(void *arg, int status, json_t *doc)
+{
+    deferred_t *d = arg;
+    reqctx_t *c = undefer(d);
+    if (c && status == 0)
+        reply_json(c, 200,
+                   json_pack("{s:s,s:b}", "id", json_string_value(json_object_get(doc, "id")),
+                             "expired", 1));
+    else if (c)
+        reply_error(c, 503,
+                    "the state store could not keep the expiry: the silence stays "
+                    "active; try again");
+    free(d);
 }
 
 static void h_silence_expire(reqctx_t *c, const char *id)
 {
     char actor[160];
     snprintf(actor, sizeof(actor), "api:%s", c->actor ? c->actor : "anonymous");
-    int rc = sn_silence_expire(c->api->e, id, actor);
+    deferred_t *d = defer(c);
+    if (!d) {
+        reply_error(c, 500, "out of memory");
+        return;
+    }
+    int rc = sn_silence_expire(c->api->e, id, actor, silence_expired, d);
+    if (rc == 0)
+        return;
+    undefer(d);
+    free(d);
     if (rc == SN_ENOTFOUND)
         reply_error(c, 404, "no such silence");
-    else if (rc != 0)
-        reply_error(c, 409, "silence already expired");
+    else if (rc == SN_ENOMEM)
+        reply_error(c, 500, "out of memory");
     else
-        reply_json(c, 200, json_pack("{s:s,s:b}", "id", id, "expired", 1));
+        reply_error(c, 409, "silence already expired");
 }
 
 static void h_incident(reqctx_t *c, const char *id)
@@ -379,12 +460,13 @@ static void h_decide(reqctx_t *c, const char *id, int approve)
 
 static void audit_done(void *arg, int status, json_t *result)
 {
-    reqctx_t *c = arg;
-    if (status != 0)
+    deferred_t *d = arg;
+    reqctx_t *c = undefer(d);
+    if (c && status != 0)
         reply_error(c, status == SN_ENOTSUP ? 501 : 500, "audit store unavailable");
-    else
+    else if (c)
         reply_json(c, 200, json_incref(result));
-    free(c);
+    free(d);
 }
 
 static void h_audit(reqctx_t *c, struct evkeyvalq *q)
@@ -410,14 +492,13 @@ static void h_audit(reqctx_t *c, struct evkeyvalq *q)
         }
         json_object_set_new(f, ints[i], json_integer(n));
     }
-    reqctx_t *copy = malloc(sizeof(*copy));
-    if (!copy) {
+    deferred_t *d = defer(c);
+    if (!d) {
         json_decref(f);
         reply_error(c, 500, "out of memory");
         return;
     }
-    *copy = *c;
-    sn_engine_audit_query(c->api->e, f, audit_done, copy);
+    sn_engine_audit_query(c->api->e, f, audit_done, d);
     json_decref(f);
 }
 
@@ -804,6 +885,8 @@ void sn_api_free(sn_api_t *a)
 {
     if (!a)
         return;
+    for (deferred_t *d = a->deferred; d; d = d->next)
+        d->orphan = 1;
     if (a->http)
         evhttp_free(a->http);
     sn_auth_free(a->auth);

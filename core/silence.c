@@ -27,11 +27,22 @@ struct sn_silence {
     int days;             /* weekly: bit 0 = Monday ... bit 6 = Sunday; 0 = no weekly window */
     int from_min, to_min; /* minutes of the UTC day */
     int expired;
-    int busy;  /* a save is in flight */
-    int dirty; /* changed while it was: save again when it completes */
+    int busy;    /* a save is in flight */
+    int dirty;   /* changed while it was: save again when it completes */
+    int dropped; /* its creation could not be stored: gone, freed once idle */
     int64_t version;
     sn_engine_t *e;
+    struct swait *saving_w, *next_w; /* callers waiting for the save in flight, the next one */
 };
+
+/* An API call waiting for its change to be stored. */
+typedef struct swait {
+    struct swait *next;
+    int expire; /* else: the creation */
+    char actor[160];
+    sn_done_fn done;
+    void *arg;
+} swait_t;
 
 static const char *const day_names[] = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"};
 
@@ -96,7 +107,7 @@ static int in_weekly(const sn_silence_t *s, int64_t now)
 
 static int active(const sn_silence_t *s, int64_t now)
 {
-    return !s->expired && now >= s->starts && now < s->ends && in_weekly(s, now);
+    return !s->expired && !s->dropped && now >= s->starts && now < s->ends && in_weekly(s, now);
 }
 
 static int value_matches(const char *pattern, const char *value)
@@ -154,7 +165,34 @@ const char *sn_silence_match(sn_engine_t *e, const sn_incident_t *inc)
 
 /* ---- persistence ---- */
 
-static void save(sn_engine_t *e, sn_silence_t *s);
+/* The change @p w waited for is stored (status 0) or not: audit it, or undo it, and answer. */
+static void finish(sn_silence_t *s, swait_t *w, int status)
+{
+    sn_engine_t *e = s->e;
+    if (status == 0) {
+        sn_auditlog_append(e, w->actor, w->expire ? "silence_expire" : "silence_create", NULL,
+                           s->doc);
+    } else if (w->expire && s->expired && !s->dropped) {
+        s->expired = 0; /* as stored: the caller may try again */
+        json_object_set_new(s->doc, "expired", json_false());
+        json_object_del(s->doc, "expired_by");
+    } else if (!w->expire) {
+        s->dropped = 1;
+    }
+    w->done(w->arg, status, status == 0 ? s->doc : NULL);
+    free(w);
+}
+
+static void finish_all(sn_silence_t *s, swait_t *w, int status)
+{
+    while (w) {
+        swait_t *n = w->next;
+        finish(s, w, status);
+        w = n;
+    }
+}
+
+static void save_now(sn_silence_t *s);
 
 static void saved(void *arg, int status, json_t *result)
 {
@@ -164,32 +202,66 @@ static void saved(void *arg, int status, json_t *result)
     if (status == 0)
         s->version++;
     else
-        sn_log(SN_LOG_ERROR, "silence", NULL, NULL,
-               "could not store silence %s (%d): it holds until a restart", s->id, status);
+        sn_log(SN_LOG_ERROR, "silence", NULL, NULL, "could not store silence %s (%d)", s->id,
+               status);
+    swait_t *w = s->saving_w;
+    s->saving_w = NULL;
+    finish_all(s, w, status);
     if (s->dirty) {
         s->dirty = 0;
-        save(s->e, s);
+        s->saving_w = s->next_w;
+        s->next_w = NULL;
+        if (s->dropped) { /* its creation was not stored: nor is what followed */
+            w = s->saving_w;
+            s->saving_w = NULL;
+            finish_all(s, w, status);
+        } else {
+            save_now(s);
+        }
     }
 }
 
-/* One save per silence in flight: a second one would carry the same version and the store
- * would refuse it (an expiry right after the creation was lost on restart that way). A change
- * made meanwhile is saved, whole, when the first completes. */
-static void save(sn_engine_t *e, sn_silence_t *s)
+static void save_now(sn_silence_t *s)
 {
-    if (!e->state)
-        return;
-    s->e = e;
-    if (s->busy) {
-        s->dirty = 1;
-        return;
-    }
-    const sn_store_ops_t *ops = e->state->in->mod->plugin->ops;
+    const sn_store_ops_t *ops = s->e->state->in->mod->plugin->ops;
     int open = !s->expired && s->ends > sn_now_ms();
     char sid[64];
     snprintf(sid, sizeof(sid), "silence/%s", s->id);
     s->busy = 1;
-    ops->state_save(e->state->self, sid, s->version + 1, open, s->doc, saved, s);
+    ops->state_save(s->e->state->self, sid, s->version + 1, open, s->doc, saved, s);
+}
+
+/* Store @p s and answer @p w when its change is stored. One save per silence is in flight: a
+ * second would carry the same version and the store would refuse it (an expiry right after the
+ * creation was lost on restart that way). A change made meanwhile is saved, whole, next. */
+static void save(sn_engine_t *e, sn_silence_t *s, swait_t *w)
+{
+    s->e = e;
+    if (!e->state) {
+        finish(s, w, 0);
+        return;
+    }
+    if (s->busy) {
+        s->dirty = 1;
+        w->next = s->next_w;
+        s->next_w = w;
+        return;
+    }
+    w->next = NULL;
+    s->saving_w = w;
+    save_now(s);
+}
+
+static swait_t *waiter(int expire, const char *actor, sn_done_fn done, void *arg)
+{
+    swait_t *w = calloc(1, sizeof(*w));
+    if (w) {
+        w->expire = expire;
+        snprintf(w->actor, sizeof(w->actor), "%s", actor);
+        w->done = done;
+        w->arg = arg;
+    }
+    return w;
 }
 
 /* Build from a document (the API's, or the store's); NULL with @p why set. */
@@ -247,7 +319,7 @@ static void prune(sn_engine_t *e)
     int64_t now = sn_now_ms();
     for (sn_silence_t **pp = &e->silences; *pp;) {
         sn_silence_t *s = *pp;
-        if (!s->busy && (s->expired || s->ends <= now - 86400000)) {
+        if (!s->busy && !s->dirty && (s->dropped || s->expired || s->ends <= now - 86400000)) {
             *pp = s->next;
             json_decref(s->doc);
             free(s);
@@ -271,8 +343,8 @@ static int64_t time_field(const json_t *body, const char *key, int64_t dflt, int
     return dflt;
 }
 
-int sn_silence_create(sn_engine_t *e, const json_t *body, const char *actor, json_t **out,
-                      char *why, size_t cap)
+int sn_silence_create(sn_engine_t *e, const json_t *body, const char *actor, char *why, size_t cap,
+                      sn_done_fn done, void *arg)
 {
     prune(e);
     if (count(e) >= SN_SILENCES_MAX) {
@@ -311,30 +383,35 @@ int sn_silence_create(sn_engine_t *e, const json_t *body, const char *actor, jso
                   "created_by", actor, "created_at", ts, "expired", 0);
     if (doc && json_object_get(body, "weekly"))
         json_object_set(doc, "weekly", json_object_get(body, "weekly"));
-    sn_silence_t *s = doc ? from_doc(doc, why, cap) : NULL;
+    swait_t *w = waiter(0, actor, done, arg);
+    sn_silence_t *s = doc && w ? from_doc(doc, why, cap) : NULL;
     json_decref(doc);
-    if (!s)
-        return SN_EINVAL;
+    if (!s) {
+        if (!w || !doc)
+            snprintf(why, cap, "out of memory");
+        free(w);
+        return doc && w ? SN_EINVAL : SN_ENOMEM;
+    }
     s->next = e->silences;
     e->silences = s;
-    save(e, s);
-    sn_auditlog_append(e, actor, "silence_create", NULL, s->doc);
-    *out = json_deep_copy(s->doc);
+    save(e, s, w);
     return 0;
 }
 
-int sn_silence_expire(sn_engine_t *e, const char *id, const char *actor)
+int sn_silence_expire(sn_engine_t *e, const char *id, const char *actor, sn_done_fn done, void *arg)
 {
     for (sn_silence_t *s = e->silences; s; s = s->next) {
-        if (strcmp(s->id, id) != 0)
+        if (s->dropped || strcmp(s->id, id) != 0)
             continue;
         if (s->expired)
             return SN_EINVAL;
+        swait_t *w = waiter(1, actor, done, arg);
+        if (!w)
+            return SN_ENOMEM;
         s->expired = 1;
         json_object_set_new(s->doc, "expired", json_true());
         json_object_set_new(s->doc, "expired_by", json_string(actor));
-        save(e, s);
-        sn_auditlog_append(e, actor, "silence_expire", NULL, s->doc);
+        save(e, s, w);
         return 0;
     }
     return SN_ENOTFOUND;
@@ -345,6 +422,8 @@ json_t *sn_silence_list(sn_engine_t *e)
     int64_t now = sn_now_ms();
     json_t *arr = json_array();
     for (sn_silence_t *s = e->silences; s; s = s->next) {
+        if (s->dropped)
+            continue;
         json_t *d = json_deep_copy(s->doc);
         json_object_del(d, "starts_at_ms");
         json_object_del(d, "ends_at_ms");
@@ -393,6 +472,17 @@ void sn_silences_free(sn_engine_t *e)
     while (e->silences) {
         sn_silence_t *s = e->silences;
         e->silences = s->next;
+        /* Saves still in flight are abandoned with the engine: their callers learn it. */
+        for (swait_t *w = s->saving_w, *n; w; w = n) {
+            n = w->next;
+            w->done(w->arg, SN_EAGAIN, NULL);
+            free(w);
+        }
+        for (swait_t *w = s->next_w, *n; w; w = n) {
+            n = w->next;
+            w->done(w->arg, SN_EAGAIN, NULL);
+            free(w);
+        }
         json_decref(s->doc);
         free(s);
     }

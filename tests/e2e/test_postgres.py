@@ -13,6 +13,7 @@ postgres) against a throwaway PostgreSQL 15 server (tests/support/pgserver.py):
    its lease over once it expires and resolves the incident; one chain verifies.
 The password reaches the daemon only through ${env:SN_PG_PASSWORD} and never appears in its log.
 """
+import json
 import os
 import subprocess
 import sys
@@ -57,7 +58,7 @@ def store_health(d):
 pg = PgServer().start()
 os.environ["SN_PG_PASSWORD"] = pg.password
 try:
-    for db in ("e2e_flow", "e2e_crash", "e2e_restart"):
+    for db in ("e2e_flow", "e2e_crash", "e2e_restart", "e2e_silence"):
         rc, out, err = pg.psql("CREATE DATABASE %s" % db)
         check(rc == 0, "database %s created %s" % (db, err))
 
@@ -205,6 +206,52 @@ try:
     log += whole_log(a) + whole_log(b)
     a.cleanup()
     b.cleanup()
+
+    # ---- 5. silences are answered once stored: a refused write is a 503, not a lost 201 ----
+    FAIL_SQL = ("CREATE FUNCTION refuse_silence() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.id LIKE 'silence/%%' THEN RAISE EXCEPTION 'e2e: refused'; END IF; "
+                "RETURN NEW; END $$; CREATE TRIGGER refuse_silence BEFORE %s ON checkpoints "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_silence()")
+    UNDO_SQL = "DROP TRIGGER refuse_silence ON checkpoints; DROP FUNCTION refuse_silence()"
+    d = Daemon(conf=conf_for(pg, "e2e_silence")).start()
+    try:
+        d.wait_for(lambda: (lambda x: x and x["ok"])(store_health(d)),
+                   what="the postgres store to be healthy")
+        body = json.dumps({"matchers": {"service": "cart"}, "duration_s": 3600})
+        rc, _, err = pg.psql_admin(FAIL_SQL % "INSERT OR UPDATE", db="e2e_silence")
+        check(rc == 0, "a trigger refuses silence rows " + err)
+        st, out = d.json("POST", "/v1/silences", body)
+        check(st == 503 and "not created" in out["error"],
+              "a silence the store refuses is answered 503 (%d %s)" % (st, out))
+        check(d.json("GET", "/v1/silences")[1]["silences"] == [],
+              "and it is not listed, so it silences nothing")
+        pg.psql_admin(UNDO_SQL, db="e2e_silence")
+        st, made = d.json("POST", "/v1/silences", body)
+        check(st == 201, "with the trigger gone it is created (%d)" % st)
+        rc, out, _ = pg.psql("SELECT count(*) FROM checkpoints WHERE id = 'silence/%s' AND open"
+                             % made["id"], db="e2e_silence")
+        check(out == "1", "the 201 came after the row was in PostgreSQL (%s)" % out)
+        pg.psql_admin(FAIL_SQL % "UPDATE", db="e2e_silence")
+        st, out = d.json("POST", "/v1/silences/%s/expire" % made["id"])
+        check(st == 503 and "stays active" in out["error"],
+              "an expiry the store refuses is answered 503 (%d %s)" % (st, out))
+        listed = d.json("GET", "/v1/silences")[1]["silences"]
+        check(len(listed) == 1 and listed[0]["active"] and not listed[0]["expired"],
+              "and the silence stays active, as stored")
+        pg.psql_admin(UNDO_SQL, db="e2e_silence")
+        st, _ = d.json("POST", "/v1/silences/%s/expire" % made["id"])
+        rc, out, _ = pg.psql("SELECT open FROM checkpoints WHERE id = 'silence/%s'" % made["id"],
+                             db="e2e_silence")
+        check(st == 200 and out == "f", "a second try expires it, stored closed (%d %s)"
+              % (st, out))
+        acts = [r["action"] for r in d.json("GET", "/v1/audit")[1]["records"]]
+        check(acts.count("silence_create") == 1 and acts.count("silence_expire") == 1,
+              "only what was stored is audited (%s)" % [a for a in acts if "silence" in a])
+    finally:
+        rc = d.stop()
+    check(rc == 0, "sentineld drains and exits 0")
+    log += whole_log(d)
+    d.cleanup()
     check(pg.password not in log, "the database password never appears in the daemons' logs")
 finally:
     pg.stop()
