@@ -223,6 +223,12 @@ static int hook_emit_acked(void *eng, const char *instance, const char *buf, siz
     return rc == 0 ? (int)st.accepted : rc;
 }
 
+static uint32_t hook_check_lines(void *eng, const char *buf, size_t len, char *why, size_t wl)
+{
+    (void)eng;
+    return sn_ingest_check(buf, len, why, wl);
+}
+
 static int hook_audit(void *eng, const char *actor, const char *action, const char *incident,
                       const json_t *detail)
 {
@@ -237,6 +243,7 @@ static int hook_decide(void *eng, const char *incident, int approve, const char 
 
 static const sn_engine_hooks_t engine_hooks = {
     .emit_lines = hook_emit,
+    .check_lines = hook_check_lines,
     .audit = hook_audit,
     .route_add = sn_api_route_add,
     .req_body = sn_api_req_body,

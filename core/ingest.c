@@ -312,3 +312,23 @@ int sn_ingest_parse(const char *buf, size_t len, const char *origin, const sn_in
     }
     return 0;
 }
+
+static void ignore_record(void *arg, const sn_record_t *rec)
+{
+    (void)arg;
+    (void)rec;
+}
+
+uint32_t sn_ingest_check(const char *buf, size_t len, char *why, size_t wl)
+{
+    sn_ingest_stats_t st;
+    sn_diag_t errs;
+    sn_diag_init(&errs);
+    memset(&st, 0, sizeof(st));
+    sn_ingest_parse(buf, len, "", NULL, ignore_record, NULL, &st, &errs, 1);
+    if (wl)
+        snprintf(why, wl, "%s",
+                 errs.n == 0 ? "" : errs.msgs[0] + (strncmp(errs.msgs[0], ": ", 2) == 0 ? 2 : 0));
+    sn_diag_free(&errs);
+    return st.rejected > UINT32_MAX ? UINT32_MAX : (uint32_t)st.rejected;
+}

@@ -50,6 +50,10 @@ int sn_ingest_parse(const char *buf, size_t len, const char *origin, const sn_in
                     sn_record_fn cb, void *arg, sn_ingest_stats_t *stats, sn_diag_t *errs,
                     size_t max_errors);
 const char *sn_ingest_reason_name(int reason);
+/* The rules without the records: how many lines of @p buf sn_ingest_parse refuses at the
+ * default limits, the first one's reason ("line N: field 'value': not a number") in @p why
+ * (empty when none). Thread: any. */
+uint32_t sn_ingest_check(const char *buf, size_t len, char *why, size_t wl);
 /* ingest_fast.c: read @p line (a mutable copy, terminated in place) as a flat point; 1 with
  * @p rec filled exactly as the jansson path would fill it, or 0 when the line is not of that
  * shape (the caller then reads it with jansson). @p labels holds lim->max_labels entries. */

@@ -406,6 +406,16 @@ static int h_emit_lines_acked(const sn_host_t *h, const char *buf, size_t len, c
     return rt->hooks.emit_lines_acked(rt->eng, h->instance, buf, len, origin, done, arg);
 }
 
+static uint32_t h_check_lines(const sn_host_t *h, const char *buf, size_t len, char *why, size_t wl)
+{
+    sn_runtime_t *rt = host_rt(h);
+    if (wl)
+        why[0] = '\0';
+    if (!rt || !rt->hooks.check_lines)
+        return 0;
+    return rt->hooks.check_lines(rt->eng, buf, len, why, wl);
+}
+
 static int h_audit(const sn_host_t *h, const char *actor, const char *action, const char *incident,
                    const json_t *detail)
 {
@@ -519,6 +529,7 @@ void sn_host_fill(sn_runtime_t *rt, sn_host_t *h, const char *instance)
     h->log = h_log;
     h->metric = h_metric;
     h->metric_labels = h_metric_labels;
+    h->check_lines = h_check_lines;
     h->parse_time = h_parse_time;
     h->cfg_str = sn_cfg_str;
     h->cfg_int = sn_cfg_int;

@@ -31,6 +31,7 @@ typedef struct sn_engine_hooks {
                   const char *reason);
     int (*emit_lines_acked)(void *eng, const char *instance, const char *buf, size_t len,
                             const char *origin, sn_done_fn done, void *arg);
+    uint32_t (*check_lines)(void *eng, const char *buf, size_t len, char *why, size_t wl);
 } sn_engine_hooks_t;
 
 /** Ownership: caller frees with sn_runtime_free. @p offload_threads 0 = 2. */

@@ -13,6 +13,7 @@
  * CTest label: integration (needs librdkafka's mock cluster, no outside server).
  */
 #include "harness.h"
+#include "ingest.h"
 
 #include <stdio.h>
 
@@ -240,6 +241,12 @@ static int hook_emit(void *eng, const char *instance, const char *buf, size_t le
     return SN_ENOTSUP;
 }
 
+static uint32_t hook_check_lines(void *eng, const char *buf, size_t len, char *why, size_t wl)
+{
+    (void)eng;
+    return sn_ingest_check(buf, len, why, wl);
+}
+
 static sn_harness_t *setup_core(void)
 {
     sn_harness_t *h = sn_harness_new();
@@ -252,7 +259,9 @@ static sn_harness_t *setup_core(void)
     T.nheld = T.calls = T.refused_calls = 0;
     T.records[0] = json_array();
     T.records[1] = json_array();
-    sn_engine_hooks_t hooks = {.emit_lines = hook_emit, .emit_lines_acked = hook_emit_acked};
+    sn_engine_hooks_t hooks = {.emit_lines = hook_emit,
+                               .emit_lines_acked = hook_emit_acked,
+                               .check_lines = hook_check_lines};
     sn_runtime_set_hooks(T.rt, &hooks, NULL);
     return h;
 }

@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define SN_ABI_MAJOR 1 /**< a different major is refused at load */
-#define SN_ABI_MINOR 3 /**< append-only growth within a major */
+#define SN_ABI_MINOR 4 /**< append-only growth within a major */
 
 #if defined(__GNUC__)
 #define SN_EXPORT __attribute__((visibility("default")))
@@ -297,6 +297,13 @@ struct sn_host {
      * never request or incident ids. Thread: any. */
     void (*metric_labels)(const sn_host_t *h, sn_metric_kind_t kind, const char *name,
                           const char *help, const char *const *labels, double v);
+
+    /* ---- ABI 1.4 ---- */
+    /** How many lines of @p buf emit_lines would refuse, by the core's own rules, ingesting
+     * nothing: for inputs that must say which of their messages the core refused (a Kafka
+     * dead-letter topic). The first refused line's reason, "line N: field 'value': not a
+     * number", goes to @p why (cut to @p wl bytes; empty when none). Thread: any. */
+    uint32_t (*check_lines)(const sn_host_t *h, const char *buf, size_t len, char *why, size_t wl);
 };
 
 /** Most label pairs metric_labels() takes besides the instance label. */

@@ -17,11 +17,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/** The core's ingest limits (core/ingest.c defaults): lines over this are refused. */
-#define KC_MAX_LINE 65536
-#define KC_MAX_LABELS 32
-#define KC_MAX_LABEL_LEN 256
-
 /** One message of a partition, in offset order, until it can be committed. */
 typedef struct kc_ent {
     int64_t offset;
@@ -169,12 +164,6 @@ int64_t kc_mono(const kc_t *kc);
 /* kafka_lines.c */
 /** Non-blank lines of @p buf as the core counts records. */
 uint32_t kc_count_lines(const char *buf, size_t len);
-/**
- * Check one message's lines against the core's ingest rules. Returns the number of lines the
- * core refuses and describes the first in @p why ("line 2: field 'value': not a number").
- */
-uint32_t kc_check_message(const sn_host_t *h, const char *buf, size_t len, char *why,
-                          size_t whylen);
 
 /* kafka_dlq.c */
 /** Secret-looking keys (password, secret) whose values are never logged. */

@@ -46,9 +46,10 @@
  * without one). Eager and cooperative protocols are both handled.
  *
  * Refused messages. A batch whose accepted count is short of its records is examined message by
- * message with the core's rules (kafka_lines.c); each message with a refused line goes whole to
- * the dead-letter topic (kafka_dlq.c), as does a message over max_message_bytes, which is never
- * handed to the core. Its offset is committed only after the broker confirmed the dead letter.
+ * message with the core's own rules (host->check_lines); each message with a refused line goes
+ * whole to the dead-letter topic (kafka_dlq.c), as does a message over max_message_bytes, which
+ * is never handed to the core. Its offset is committed only after the broker confirmed the dead
+ * letter.
  */
 #include "kafka-internal.h"
 
@@ -476,7 +477,7 @@ static void batch_attribute(kc_t *kc, kc_batch_t *b, size_t accepted)
     for (size_t i = 0; i < b->n; i++) {
         kc_bmsg_t *bm = &b->msgs[i];
         char why[200];
-        uint32_t bad = kc_check_message(h, b->buf + bm->off, bm->len, why, sizeof(why));
+        uint32_t bad = h->check_lines(h, b->buf + bm->off, bm->len, why, sizeof(why));
         if (!bad)
             continue;
         found += bad;
@@ -1384,9 +1385,9 @@ static void kc_destroy(void *self);
 
 static int kc_create(const sn_host_t *host, const sn_cfg_t *cfg, void **self, sn_err_t *err)
 {
-    if (!SN_HOST_HAS(host, emit_lines_acked) || !SN_HOST_HAS(host, parse_time)) {
+    if (!SN_HOST_HAS(host, emit_lines_acked) || !SN_HOST_HAS(host, check_lines)) {
         snprintf(err->msg, sizeof(err->msg),
-                 "needs a host of ABI 1.1 or later (emit_lines_acked, parse_time)");
+                 "needs a host of ABI 1.4 or later (emit_lines_acked, check_lines)");
         return SN_ENOTSUP;
     }
     kc_priv_t *pv = calloc(1, sizeof(*pv));
