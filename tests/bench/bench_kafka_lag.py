@@ -8,9 +8,9 @@ seasonal, with a ClickHouse (tests/support/chserver.py) [sentinel] telemetry sto
      produced minus distinct records in ClickHouse, i.e. what the input has read or will read
      but the pipeline has not yet acknowledged (an offset commits only once its records are in
      the telemetry store, so this is the committed lag as the group sees it, plus kcat's
-     linger). The input's own kafka_consumer_lag gauge (librdkafka statistics) cannot be used:
-     while the partitions are paused librdkafka fetches nothing, so the partition ends it
-     knows, and the gauge, stay as they were at the pause;
+     linger). It is not read from the input's own kafka_consumer_lag gauge, so that the
+     figure does not depend on what it measures (the gauge moves once per statistics interval,
+     and while the partitions are paused it comes from queries to the brokers);
   2. ClickHouse is stopped with SIGSTOP (a hung server: inserts time out, /ping does not answer)
      for --pause seconds while producing goes on. Without a spool_dir the store keeps its
      batches in memory and does not acknowledge them, so the input's batches wait, the

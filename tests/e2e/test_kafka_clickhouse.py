@@ -11,9 +11,16 @@ must be in ClickHouse within 20 s (two full batches; about 2 s on this machine).
 the daemon exits cleanly and the last, partial batch is inserted on the way out, so all 25 000
 records are in ClickHouse once each.
 
+Then ClickHouse stalls (SIGSTOP) under a second daemon without a spool: its inserts hang, no
+batch is acknowledged, and the input pauses its partitions. Records produced meanwhile must
+show in kafka_consumer_lag: librdkafka learns partition ends only from fetches, so its lag would
+stand still at the pause; the input asks the brokers instead while paused. After SIGCONT every
+record arrives in ClickHouse and the lag drains to 0.
+
 Skipped (exit 0) when the kafka plugin, kafka-mock, kcat or clickhouse-server is missing."""
 import json
 import os
+import signal
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,13 +83,13 @@ def record(i):
                       separators=(",", ":"))
 
 
-def count(srv, what="count()"):
-    st, out = srv.query("SELECT %s FROM wide.points" % what)
+def count(srv, what="count()", db="wide"):
+    st, out = srv.query("SELECT %s FROM %s.points" % (what, db))
     return int(out) if st == 200 else -1
 
 
 srv = chserver.ChServer().start()
-k = KafkaMock(topics={"wide": 4}, brokers=1).start()
+k = KafkaMock(topics={"wide": 4, "stall": 2}, brokers=1).start()
 d = None
 try:
     recs = [record(i) for i in range(N)]
@@ -100,6 +107,45 @@ try:
     check(got == N and distinct == N,
           "on the way out the partial batch is inserted: %d rows, %d distinct (series, ts), "
           "of %d records" % (got, distinct, N))
+    d.cleanup()
+    d = None
+
+    # ClickHouse stalls: paused partitions, and a lag that still counts.
+    conf = (CONF.replace("@URL@", srv.url).replace("@BOOT@", k.bootstrap)
+            .replace("database = wide\nbatch_interval = 30s", "database = stall\n"
+                     "batch_interval = 200ms\ntimeout = 2s\nretry_max = 500ms")
+            .replace("topics = wide\ngroup_id = wide", "topics = stall\ngroup_id = stall\n"
+                     "max_inflight = 1"))
+    small = [json.dumps({"ts": T0 + i * 1000, "metric": "stall_ms", "value": float(i % 50),
+                         "labels": {"service": "svc%d" % (i % 4)}}) for i in range(8000)]
+    keys = ["s%d" % (i % 4) for i in range(8000)]
+    k.produce("stall", small[:1000], keys=keys[:1000])
+    d = Daemon(conf=conf).start()
+    wait(lambda: count(srv, db="stall") == 1000, 30, "the first 1000 records in ClickHouse", d)
+    wait(lambda: metric(d, "kafka_consumer_lag", -1) == 0, 30, "lag 0 before the stall", d)
+    os.kill(srv.pid(), signal.SIGSTOP)
+    try:
+        # One batch goes out and hangs (max_inflight = 1); the next waits: the input pauses.
+        k.produce("stall", small[1000:2000], keys=keys[1000:2000])
+        wait(lambda: metric(d, "kafka_consumer_lag", -1) >= 1000, 20, "the second 1000 read", d)
+        k.produce("stall", small[2000:3000], keys=keys[2000:3000])
+        wait(lambda: metric(d, "kafka_paused") == 1, 30, "the partitions paused", d)
+        k.produce("stall", small[3000:], keys=keys[3000:])
+        # 7000 past the last acknowledged offset (1000); librdkafka's own figure stays at most
+        # 2000, what it had fetched before the pause.
+        lag = wait(lambda: (lambda v: v if v >= 7000 else None)(
+            metric(d, "kafka_consumer_lag", -1)), 20,
+            "kafka_consumer_lag to count the 5000 records produced while paused", d)
+        check(lag == 7000 and metric(d, "kafka_paused") == 1,
+              "while paused the lag counts what arrived meanwhile (%d)" % lag)
+    finally:
+        os.kill(srv.pid(), signal.SIGCONT)
+    wait(lambda: count(srv, db="stall") >= 8000, 60, "all 8000 records in ClickHouse", d)
+    wait(lambda: metric(d, "kafka_consumer_lag", -1) == 0 and metric(d, "kafka_paused") == 0,
+         30, "the lag drained and the partitions resumed", d)
+    got = count(srv, "uniqExact(ts)", db="stall")
+    check(got == 8000, "after SIGCONT all 8000 records are in ClickHouse (%d distinct), lag 0"
+          % got)
 finally:
     if d:
         d.cleanup()

@@ -37,6 +37,7 @@ typedef struct kc_part {
     uint64_t head_seq; /* sequence number of ring[head]; a message's seq never changes */
     uint64_t next_seq;
     int64_t stored;   /* offset last given to rd_kafka_offsets_store (next to read), or -1 */
+    int64_t acked;    /* next offset past everything acknowledged (stored or to be), or -1 */
     int64_t lag;      /* from statistics, -1 unknown */
     int64_t last_off; /* last offset read, -1 none */
 } kc_part_t;

@@ -150,6 +150,7 @@ static kc_part_t *part_add(kc_t *kc, const char *topic, int32_t id)
     }
     p->id = id;
     p->stored = -1;
+    p->acked = -1;
     p->lag = -1;
     p->last_off = -1;
     /* Sorted by topic and partition, for readable health lines. */
@@ -217,7 +218,7 @@ void kc_part_done(kc_t *kc, kc_part_t *p, uint64_t seq)
         e->pending--;
     while (p->n && p->ring[p->head].pending == 0) {
         if (!p->revoked && !p->blocked)
-            p->stored = p->ring[p->head].offset + 1;
+            p->stored = p->acked = p->ring[p->head].offset + 1;
         p->head = (p->head + 1) % p->cap;
         p->n--;
         p->head_seq++;

@@ -10,10 +10,12 @@
  * summed (kafka_consumer_lag) and their maximum kept (kafka_consumer_lag_max); the health detail
  * lists them too.
  *
- * The lag is librdkafka's: the partition end comes from its fetches, so while the partitions
- * are paused (backpressure) it stays as it was at the pause, and the gauge understates a backlog
- * that grows meanwhile; it is right again with the first fetches after the resume.
- * tests/bench/bench_kafka_lag.py therefore counts the lag end to end instead.
+ * The lag is librdkafka's while the partitions are consumed. librdkafka learns a partition's
+ * end from its fetches, so while they are paused (backpressure) its lag would stand still at
+ * the pause, exactly when the backlog grows. Then each statistics interval asks the brokers for
+ * every assigned partition's end instead (rd_kafka_query_watermark_offsets, blocking, on the
+ * consumer thread, which has nothing to fetch meanwhile), within KC_LAG_QUERY_BUDGET_MS in all,
+ * and counts the lag from the acknowledged offset.
  */
 #include "kafka-internal.h"
 
@@ -30,10 +32,40 @@ static kc_part_t *find_part(kc_t *kc, const char *topic, int32_t id)
     return NULL;
 }
 
+#define KC_LAG_QUERY_BUDGET_MS 1000 /* the paused-lag queries of one interval, in all */
+#define KC_LAG_QUERY_MAX_MS 500     /* one query */
+
 static int64_t int_field(json_t *o, const char *k, int64_t def)
 {
     json_t *v = json_object_get(o, k);
     return json_is_integer(v) ? (int64_t)json_integer_value(v) : def;
+}
+
+/* Paused: the partition ends from the brokers, the lag from the acknowledged offsets. A
+ * partition with nothing acknowledged yet keeps librdkafka's figure; the first failed or slow
+ * answer ends the round (the brokers are likely unreachable, and the thread has acknowledgements to
+ * serve). */
+static void paused_lag(kc_t *kc, rd_kafka_t *rk)
+{
+    int64_t deadline = kc_mono(kc) + KC_LAG_QUERY_BUDGET_MS;
+    for (kc_part_t *p = kc->parts; p; p = p->next) {
+        if (p->revoked || p->acked < 0)
+            continue;
+        int64_t left = deadline - kc_mono(kc);
+        if (left <= 0)
+            break;
+        int64_t lo = -1, hi = -1;
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
+            rk, p->topic, p->id, &lo, &hi,
+            (int)(left < KC_LAG_QUERY_MAX_MS ? left : KC_LAG_QUERY_MAX_MS));
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            kc->host->log(kc->host, SN_LOG_DEBUG, "paused: end of %s[%" PRId32 "] unknown: %s",
+                          p->topic, p->id, rd_kafka_err2str(e));
+            break;
+        }
+        if (hi >= p->acked)
+            p->lag = hi - p->acked;
+    }
 }
 
 int kc_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
@@ -82,6 +114,8 @@ int kc_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
         }
     }
     json_decref(doc);
+    if (kc->paused)
+        paused_lag(kc, rk);
     kc_stats_publish(kc);
     return 0; /* librdkafka frees json */
 }
