@@ -281,6 +281,40 @@ START_TEST(test_schema)
 }
 END_TEST
 
+/* The store keeps each series' encoded metric and labels (a slot per series id modulo 4096):
+ * two series that share a slot, written in turn, each keep their own labels. */
+START_TEST(test_rows_keep_their_labels)
+{
+    fix_t f;
+    char out[4096];
+    fix_open(&f, "t_tails", "batch_interval = 50ms\n");
+    static const sn_label_t a[] = {{"service", "cart"}};
+    static const sn_label_t b[] = {{"pod", "p-1"}, {"service", "shop"}};
+    sn_point_t p[4];
+    for (int i = 0; i < 4; i++)
+        p[i] = (sn_point_t){.ts_ms = T0 + i * 1000,
+                            .value = i,
+                            .series = i % 2 ? 5 + 4096 : 5,
+                            .metric = i % 2 ? "errors" : "latency_ms",
+                            .labels = i % 2 ? b : a,
+                            .nlabels = i % 2 ? 2 : 1};
+    sn_result_t r;
+    write_start(&f, p, 4, &r);
+    ck_assert_int_eq(sn_harness_wait(f.h, &r, WAIT_MS), 0);
+    ck_assert_int_eq(r.status, 0);
+    sn_result_clear(&r);
+    ck_assert_int_eq(ch_sql("SELECT series, metric, labels FROM t_tails.points ORDER BY ts "
+                            "FORMAT TSV",
+                            out, sizeof(out)),
+                     0);
+    ck_assert_str_eq(out, "5\tlatency_ms\t{\"service\":\"cart\"}\n"
+                          "4101\terrors\t{\"pod\":\"p-1\",\"service\":\"shop\"}\n"
+                          "5\tlatency_ms\t{\"service\":\"cart\"}\n"
+                          "4101\terrors\t{\"pod\":\"p-1\",\"service\":\"shop\"}");
+    fix_close(&f);
+}
+END_TEST
+
 START_TEST(test_batch_by_size)
 {
     fix_t f;
@@ -807,6 +841,7 @@ static Suite *clickhouse_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_config_refused);
     tcase_add_test(tc, test_schema);
+    tcase_add_test(tc, test_rows_keep_their_labels);
     tcase_add_test(tc, test_batch_by_size);
     tcase_add_test(tc, test_batch_by_time);
     tcase_add_test(tc, test_window_exact);
