@@ -14,6 +14,8 @@
 
 /* ---- writes ---- */
 
+#define SN_HWRITE_SEEN 256 /* series remembered per batch (power of 2) */
+
 struct sn_hwrite {
     sn_engine_t *e;
     sn_done_fn done; /* the input's acknowledgement, or NULL */
@@ -27,6 +29,12 @@ struct sn_hwrite {
      * batch is submitted the buffer may move, so points and labels hold offsets into it. */
     char *arena;
     size_t alen, acap;
+    /* A batch holds many points of few series, and a series id stands for its metric and
+     * labels: a point of a series already in the batch shares that point's copies. */
+    struct {
+        uint64_t series;
+        uint32_t first; /* index of its first point + 1; 0: empty */
+    } seen[SN_HWRITE_SEEN];
 };
 
 /* Offset of a copy of @p s in the arena, or (size_t)-1 when memory is short. */
@@ -96,6 +104,15 @@ int sn_history_add(sn_hwrite_t *w, const sn_record_t *r)
     p->ts_ms = r->ts_ms;
     p->value = r->value;
     p->series = r->series;
+    size_t slot = (size_t)(r->series ^ (r->series >> 32)) & (SN_HWRITE_SEEN - 1);
+    if (w->seen[slot].first && w->seen[slot].series == r->series) {
+        const sn_point_t *like = &w->pts[w->seen[slot].first - 1];
+        p->metric = like->metric;
+        p->labels = like->labels;
+        p->nlabels = like->nlabels;
+        w->n++;
+        return 0;
+    }
     size_t metric = keep(w, r->metric);
     if (metric == (size_t)-1)
         return SN_ENOMEM;
@@ -112,6 +129,10 @@ int sn_history_add(sn_hwrite_t *w, const sn_record_t *r)
         sn_label_t *l = &w->labels[w->nlabels++];
         l->name = AS_OFFSET(name);
         l->value = AS_OFFSET(value);
+    }
+    if (w->n < UINT32_MAX) {
+        w->seen[slot].series = r->series;
+        w->seen[slot].first = (uint32_t)w->n + 1;
     }
     w->n++;
     return 0;

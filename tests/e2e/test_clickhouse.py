@@ -86,6 +86,20 @@ try:
           "labels are kept as JSON text")
     check(metric(d, 'clickhouse_up{instance="store:ch"}') == 1, "clickhouse_up is 1")
 
+    # Many series interleaved in one request: the engine shares a series' strings between its
+    # points in a batch (256 slots) and the store its encoded labels (4096 slots); with 600
+    # series both tables have collisions, and every row must still carry its own labels.
+    lines = [json.dumps({"ts": T0 + r * 10000, "metric": "tail_ms", "value": float(k),
+                         "labels": {"pod": "p%d" % k, "zone": "z%d" % (k % 3)}})
+             for r in range(3) for k in range(600)]
+    check(d.json("POST", "/v1/events", "\n".join(lines) + "\n")[0] == 200, "600 series posted")
+    wait_count(d, srv, 1800, " WHERE metric = 'tail_ms'", what="interleaved points")
+    st, out = srv.query("SELECT count() FROM e2e.points WHERE metric = 'tail_ms' AND labels != "
+                        "concat('{\"pod\":\"p', toString(toUInt32(value)), '\",\"zone\":\"z', "
+                        "toString(toUInt32(value) % 3), '\"}')")
+    check(st == 200 and int(out) == 0, "each of the 1800 rows carries its own series' labels "
+          "(%s wrong)" % out.decode().strip())
+
     # 2. A series seen for the first time after a restart is primed from ClickHouse.
     check(d.json("POST", "/v1/events", points(300, T0))[0] == 200, "history ingested")
     wait_count(d, srv, 300, " WHERE metric = 'latency_ms'", what="history points")

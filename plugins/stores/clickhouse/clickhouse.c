@@ -708,9 +708,15 @@ static void ch_tel_write(void *self, const sn_point_t *pts, size_t n, sn_done_fn
             ch_soon(c, done, arg, SN_EINVAL, NULL);
             return;
         }
-    if (!c->cur && !(c->cur = calloc(1, sizeof(*c->cur)))) {
-        ch_soon(c, done, arg, SN_ENOMEM, NULL);
-        return;
+    if (!c->cur) {
+        if (!(c->cur = calloc(1, sizeof(*c->cur)))) {
+            ch_soon(c, done, arg, SN_ENOMEM, NULL);
+            return;
+        }
+        /* Room for a full batch of typical rows up front (growing by doubling copied each
+         * batch about once over); untouched pages cost nothing. A failure here is not one. */
+        size_t want = (size_t)c->batch_points * 64;
+        (void)ch_reserve(c->cur, want < ((size_t)4 << 20) ? want : ((size_t)4 << 20));
     }
     ch_batch_t *b = c->cur;
     size_t before = b->len;
