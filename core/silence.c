@@ -28,11 +28,12 @@ struct sn_silence {
     int from_min, to_min; /* minutes of the UTC day */
     int expired;
     int busy;    /* a save is in flight */
-    int dirty;   /* changed while it was: save again when it completes */
     int dropped; /* its creation could not be stored: gone, freed once idle */
     int64_t version;
     sn_engine_t *e;
-    struct swait *saving_w, *next_w; /* callers waiting for the save in flight, the next one */
+    /* Callers waiting for the save in flight, and for the next one: a change made during a
+     * save (next_w not empty) is saved when it completes. */
+    struct swait *saving_w, *next_w;
 };
 
 /* An API call waiting for its change to be stored. */
@@ -192,6 +193,17 @@ static void finish_all(sn_silence_t *s, swait_t *w, int status)
     }
 }
 
+/* The engine is going away with the save in flight: its callers learn it, nothing else. */
+static void abandon_all(swait_t *w)
+{
+    while (w) {
+        swait_t *n = w->next;
+        w->done(w->arg, SN_EAGAIN, NULL);
+        free(w);
+        w = n;
+    }
+}
+
 static void save_now(sn_silence_t *s);
 
 static void saved(void *arg, int status, json_t *result)
@@ -207,18 +219,16 @@ static void saved(void *arg, int status, json_t *result)
     swait_t *w = s->saving_w;
     s->saving_w = NULL;
     finish_all(s, w, status);
-    if (s->dirty) {
-        s->dirty = 0;
-        s->saving_w = s->next_w;
-        s->next_w = NULL;
-        if (s->dropped) { /* its creation was not stored: nor is what followed */
-            w = s->saving_w;
-            s->saving_w = NULL;
-            finish_all(s, w, status);
-        } else {
-            save_now(s);
-        }
+    w = s->next_w;
+    s->next_w = NULL;
+    if (!w)
+        return;
+    if (s->dropped) { /* its creation was not stored: nor is what followed */
+        finish_all(s, w, status);
+        return;
     }
+    s->saving_w = w;
+    save_now(s);
 }
 
 static void save_now(sn_silence_t *s)
@@ -242,7 +252,6 @@ static void save(sn_engine_t *e, sn_silence_t *s, swait_t *w)
         return;
     }
     if (s->busy) {
-        s->dirty = 1;
         w->next = s->next_w;
         s->next_w = w;
         return;
@@ -319,7 +328,7 @@ static void prune(sn_engine_t *e)
     int64_t now = sn_now_ms();
     for (sn_silence_t **pp = &e->silences; *pp;) {
         sn_silence_t *s = *pp;
-        if (!s->busy && !s->dirty && (s->dropped || s->expired || s->ends <= now - 86400000)) {
+        if (!s->busy && (s->dropped || s->expired || s->ends <= now - 86400000)) {
             *pp = s->next;
             json_decref(s->doc);
             free(s);
@@ -472,17 +481,8 @@ void sn_silences_free(sn_engine_t *e)
     while (e->silences) {
         sn_silence_t *s = e->silences;
         e->silences = s->next;
-        /* Saves still in flight are abandoned with the engine: their callers learn it. */
-        for (swait_t *w = s->saving_w, *n; w; w = n) {
-            n = w->next;
-            w->done(w->arg, SN_EAGAIN, NULL);
-            free(w);
-        }
-        for (swait_t *w = s->next_w, *n; w; w = n) {
-            n = w->next;
-            w->done(w->arg, SN_EAGAIN, NULL);
-            free(w);
-        }
+        abandon_all(s->saving_w);
+        abandon_all(s->next_w);
         json_decref(s->doc);
         free(s);
     }
