@@ -16,7 +16,6 @@ Skipped (exit 0) when the kafka plugin, kafka-mock or kcat is missing."""
 import json
 import os
 import random
-import sqlite3
 import sys
 import threading
 import time
@@ -25,8 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 
 from kafkamock import KafkaMock  # noqa: E402
-from kafkatest import metric, skip_unless_kafka, wait  # noqa: E402
-from sntest import BASE_CONF, Daemon, check  # noqa: E402
+from kafkatest import conf_with, metric, skip_unless_kafka, store_rows, wait  # noqa: E402
+from sntest import Daemon, check  # noqa: E402
 
 skip_unless_kafka()
 
@@ -47,10 +46,7 @@ rdkafka = heartbeat.interval.ms=500
 
 
 def conf(boot, topic, group):
-    kafka = KAFKA.format(boot=boot, topic=topic, group=group).replace("{", "{{").replace("}", "}}")
-    return BASE_CONF.replace("[input:events]\nplugin = http\n",
-                             "[input:events]\nplugin = http\n\n" + kafka).replace(
-        "edge = events -> latency", "edge = events -> latency\nedge = kafka -> latency")
+    return conf_with(KAFKA.format(boot=boot, topic=topic, group=group))
 
 
 def record(i, metric="kafka_e2e", value=None, service=None, step=1000):
@@ -63,16 +59,7 @@ def points(*daemons):
     """Distinct (series, ts) over the telemetry stores of @daemons."""
     seen = set()
     for d in daemons:
-        path = os.path.join(d.dir, "sentinel.db")
-        if not os.path.exists(path):
-            continue
-        db = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5)
-        try:
-            seen.update(db.execute("SELECT DISTINCT series, ts FROM points").fetchall())
-        except sqlite3.Error:
-            pass
-        finally:
-            db.close()
+        seen.update(store_rows(d, "SELECT DISTINCT series, ts FROM points"))
     return len(seen)
 
 

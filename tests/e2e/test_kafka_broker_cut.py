@@ -20,7 +20,6 @@ from a thread throughout (a chunk is produced again when kcat gives up on the br
 Skipped (exit 0) when the kafka plugin, kafka-mock or kcat is missing."""
 import json
 import os
-import sqlite3
 import sys
 import threading
 import time
@@ -29,8 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 
 from kafkamock import KafkaMock  # noqa: E402
-from kafkatest import metric, skip_unless_kafka, wait  # noqa: E402
-from sntest import BASE_CONF, Daemon, check  # noqa: E402
+from kafkatest import conf_with, metric, skip_unless_kafka, store_rows, wait  # noqa: E402
+from sntest import Daemon, check  # noqa: E402
 
 skip_unless_kafka()
 
@@ -50,10 +49,7 @@ rdkafka = reconnect.backoff.max.ms=500
 
 
 def conf(boot):
-    kafka = KAFKA.format(boot=boot).replace("{", "{{").replace("}", "}}")
-    return BASE_CONF.replace("[input:events]\nplugin = http\n",
-                             "[input:events]\nplugin = http\n\n" + kafka).replace(
-        "edge = events -> latency", "edge = events -> latency\nedge = kafka -> latency")
+    return conf_with(KAFKA.format(boot=boot))
 
 
 def record(i):
@@ -68,31 +64,13 @@ def expected(first, last):
 
 def stored(d):
     """(distinct timestamps, rows) of the daemon's telemetry store (sqlite `points`)."""
-    path = os.path.join(d.dir, "sentinel.db")
-    if not os.path.exists(path):
-        return set(), 0
-    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5)
-    try:
-        rows = db.execute("SELECT ts FROM points").fetchall()
-    except sqlite3.Error:
-        return set(), 0
-    finally:
-        db.close()
+    rows = store_rows(d, "SELECT ts FROM points")
     return {r[0] for r in rows}, len(rows)
 
 
 def count(d):
-    path = os.path.join(d.dir, "sentinel.db")
-    if not os.path.exists(path):
-        return 0
-    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5)
-    try:
-        return db.execute("SELECT COUNT(*) FROM (SELECT DISTINCT series, ts FROM points)") \
-            .fetchone()[0]
-    except sqlite3.Error:
-        return 0
-    finally:
-        db.close()
+    rows = store_rows(d, "SELECT COUNT(*) FROM (SELECT DISTINCT series, ts FROM points)")
+    return rows[0][0] if rows else 0
 
 
 

@@ -21,7 +21,6 @@ In every case sentineld keeps serving /health and the consumer lag drains to 0.
 Skipped (exit 0) when the kafka plugin, kafka-mock or kcat is missing."""
 import json
 import os
-import sqlite3
 import sys
 import time
 
@@ -29,8 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 
 from kafkamock import KafkaMock  # noqa: E402
-from kafkatest import metric, skip_unless_kafka, wait  # noqa: E402
-from sntest import BASE_CONF, Daemon, check  # noqa: E402
+from kafkatest import conf_with, metric, skip_unless_kafka, store_rows, wait  # noqa: E402
+from sntest import Daemon, check  # noqa: E402
 
 skip_unless_kafka()
 
@@ -50,11 +49,7 @@ commit_interval = 200ms
 
 
 def conf(boot, group, extra=""):
-    kafka = KAFKA.format(boot=boot, group=group, extra=extra).replace("{", "{{").replace("}",
-                                                                                         "}}")
-    return BASE_CONF.replace("[input:events]\nplugin = http\n",
-                             "[input:events]\nplugin = http\n\n" + kafka).replace(
-        "edge = events -> latency", "edge = events -> latency\nedge = kafka -> latency")
+    return conf_with(KAFKA.format(boot=boot, group=group, extra=extra))
 
 
 def record(i):
@@ -64,16 +59,7 @@ def record(i):
 
 def stored(d):
     """Distinct timestamps in the telemetry store (each record has its own)."""
-    path = os.path.join(d.dir, "sentinel.db")
-    if not os.path.exists(path):
-        return set()
-    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5)
-    try:
-        return {r[0] for r in db.execute("SELECT DISTINCT ts FROM points")}
-    except sqlite3.Error:
-        return set()
-    finally:
-        db.close()
+    return {r[0] for r in store_rows(d, "SELECT DISTINCT ts FROM points")}
 
 
 
