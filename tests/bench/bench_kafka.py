@@ -53,40 +53,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 
-T0 = 1795600800000
-SERIES = 100
-
-CONF = """
-[sentinel]
-listen = 127.0.0.1:{port}
-state = local
-{extra_core}
-TELEMETRY
-
-[store:local]
-plugin = sqlite
-path = {dir}/sentinel.db
-
-[input:kafka]
-plugin = kafka
-brokers = BOOT
-topics = bench
-group_id = GROUP
-
-[detector:latency]
-plugin = zscore
-
-[detector:spread]
-plugin = iqr
-
-[detector:daily]
-plugin = seasonal
-
-[pipeline]
-edge = kafka -> latency, spread, daily
-edge = latency, spread, daily -> correlate
-"""
-
+import kafkabench  # noqa: E402
+from kafkabench import record_line  # noqa: E402
 
 PIN = True
 
@@ -100,11 +68,7 @@ def fill(k, topic, n, path):
     rnd = random.Random(11)
     with open(path, "w") as f:
         for i in range(n):
-            s = i % SERIES
-            rec = {"ts": T0 + (i // SERIES) * 10000, "metric": "bench_latency_ms",
-                   "value": round(100 + 10 * (s % 7) + rnd.gauss(0, 3), 2),
-                   "labels": {"service": "svc%d" % (s % 20), "pod": "pod-%d" % s}}
-            f.write("s%d|%s\n" % (s, json.dumps(rec, separators=(",", ":"))))
+            f.write(record_line(i, 10000, rnd))
     k.kcat("-P", "-t", topic, "-z", "lz4", "-K", "|", "-X", "linger.ms=50",
            "-X", "batch.num.messages=10000", "-l", path, timeout=600)
 
@@ -142,22 +106,8 @@ def observed(d):
 
 
 def assigned(d):
-    try:
-        st, raw, _ = d.request("GET", "/metrics")
-    except OSError:
-        return 0
-    for line in raw.decode().splitlines():
-        if line.startswith('sentinel_kafka_assigned_partitions{instance="input:kafka"} '):
-            return int(float(line.split()[-1]))
-    return 0
-
-
-CH_STORE = """
-[store:ch]
-plugin = clickhouse
-url = CHURL
-database = DB
-"""
+    from kafkatest import metric
+    return int(metric(d, "kafka_assigned_partitions"))
 
 
 def ch_count(srv, db):
@@ -167,13 +117,11 @@ def ch_count(srv, db):
 
 def pipeline(k, sntest, n, parts, store, srv, run=0, input_opts=(), store_opts=()):
     db = "bench%d" % run
-    conf = CONF.replace("BOOT", k.bootstrap).replace("GROUP", "bench-%d-%d" % (os.getpid(), run))
-    conf = conf.replace("group_id = " , "".join(o + "\n" for o in input_opts) + "group_id = ")
-    if store == "clickhouse":
-        conf = conf.replace("TELEMETRY", "telemetry = ch") + CH_STORE.replace(
-            "CHURL", srv.url).replace("DB", db) + "".join(o + "\n" for o in store_opts)
-    else:
-        conf = conf.replace("TELEMETRY", "telemetry = local" if store == "sqlite" else "")
+    ch = store == "clickhouse"
+    conf = kafkabench.conf(k.bootstrap, "bench-%d-%d" % (os.getpid(), run),
+                           telemetry={"clickhouse": "ch", "sqlite": "local"}.get(store),
+                           input_lines=input_opts, ch_url=srv.url if ch else None, ch_db=db,
+                           ch_lines=store_opts)
     d = sntest.Daemon(conf=conf).start(wait=False)
     pin(d.proc.pid, 0)
     try:

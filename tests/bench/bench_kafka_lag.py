@@ -31,7 +31,6 @@ rate; the mock keeps about 5 MiB of compressed data per partition (the run check
 that every produced record was observed). Writes the lag samples to --samples (TSV) when given.
 """
 import argparse
-import json
 import os
 import random
 import signal
@@ -44,48 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 
-T0 = 1795600800000
-SERIES = 100
-
-CONF = """
-[sentinel]
-listen = 127.0.0.1:{port}
-state = local
-telemetry = ch
-
-[store:local]
-plugin = sqlite
-path = {dir}/sentinel.db
-
-[store:ch]
-plugin = clickhouse
-url = CHURL
-database = benchlag
-retry_base = 100ms
-retry_max = RETRYMAX
-SPOOL
-
-[input:kafka]
-plugin = kafka
-brokers = BOOT
-topics = bench
-group_id = GROUP
-statistics_interval = 500ms
-
-[detector:latency]
-plugin = zscore
-
-[detector:spread]
-plugin = iqr
-
-[detector:daily]
-plugin = seasonal
-
-[pipeline]
-edge = kafka -> latency, spread, daily
-edge = latency, spread, daily -> correlate
-"""
-
+from kafkabench import conf as conf_for, record_line  # noqa: E402
 
 class Producer:
     """One kcat -P process fed @rate keyed records per second from a thread, in 50 ms ticks."""
@@ -105,11 +63,7 @@ class Producer:
         self.thread.start()
 
     def line(self, i):
-        s = i % SERIES
-        rec = {"ts": T0 + (i // SERIES) * 1000, "metric": "bench_latency_ms",
-               "value": round(100 + 10 * (s % 7) + self.rnd.gauss(0, 3), 2),
-               "labels": {"service": "svc%d" % (s % 20), "pod": "pod-%d" % s}}
-        return "s%d|%s\n" % (s, json.dumps(rec, separators=(",", ":")))
+        return record_line(i, 1000, self.rnd)
 
     def run(self):
         t0 = time.monotonic()
@@ -169,9 +123,11 @@ def main():
     d = prod = None
     samples = []  # (seconds since start, lag, kafka_consumer_lag gauge, observed, produced)
     try:
-        conf = (CONF.replace("CHURL", srv.url).replace("BOOT", k.bootstrap)
-                .replace("GROUP", "lag-%d" % os.getpid()).replace("RETRYMAX", args.retry_max)
-                .replace("SPOOL", "spool_dir = {dir}/spool" if args.spool else ""))
+        conf = conf_for(k.bootstrap, "lag-%d" % os.getpid(), telemetry="ch",
+                        input_lines=["statistics_interval = 500ms"], ch_url=srv.url,
+                        ch_db="benchlag",
+                        ch_lines=["retry_base = 100ms", "retry_max = " + args.retry_max]
+                        + (["spool_dir = {dir}/spool"] if args.spool else []))
         d = sntest.Daemon(conf=conf).start()
         deadline = time.time() + 60
         while metrics(d).get("kafka_assigned_partitions", 0) < args.partitions:
