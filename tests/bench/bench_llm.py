@@ -30,7 +30,6 @@ the first figure is printed.
 """
 import argparse
 import json
-import math
 import os
 import random
 import shutil
@@ -120,20 +119,8 @@ def conf(chain, sections="", embedder="hashing", core=""):
 
 
 def incident_lines(i):
-    """A baseline for svc<i>, a deploy, a latency spike, then normal traffic again."""
-    svc = "svc%02d" % i
-    base = T0 + i * 3600 * 1000
-    out = []
-    for k in range(100):
-        ts = base + k * 10000
-        if k == 60:
-            out.append({"ts": ts, "change": "deploy", "labels": {"service": svc,
-                                                                 "version": "v2.%d" % i}})
-        wave = math.sin(k * 0.7)
-        lat = (900 + 20 * wave) if 66 <= k < 72 else (100 + 3 * wave)
-        out.append({"ts": ts, "metric": "http_p99_latency_ms", "value": round(lat, 2),
-                    "labels": {"env": "prod", "service": svc}})
-    return "".join(json.dumps(x) + "\n" for x in out)
+    import sntest  # imported by main() first, once SN_BUILD_DIR is set
+    return sntest.deploy_spike_lines(i, T0)
 
 
 def ms(ts):

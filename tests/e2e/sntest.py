@@ -1,6 +1,7 @@
 """Shared helpers for the end-to-end tests: run a real sentineld from the build tree on a
 config written into a temp dir, talk to its HTTP API with the standard library only."""
 import json
+import math
 import os
 import shutil
 import signal
@@ -189,6 +190,24 @@ class Daemon:
         self.stop()
         if os.environ.get("SN_KEEP") is None:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def deploy_spike_lines(i, t0):
+    """Ingest lines for one incident of svc<i> (an hour after @t0 per i): a smooth baseline,
+    a deploy, a six-point latency spike, then normal traffic again."""
+    svc = "svc%02d" % i
+    base = t0 + i * 3600 * 1000
+    out = []
+    for k in range(100):
+        ts = base + k * 10000
+        if k == 60:
+            out.append({"ts": ts, "change": "deploy", "labels": {"service": svc,
+                                                                 "version": "v2.%d" % i}})
+        wave = math.sin(k * 0.7)
+        lat = (900 + 20 * wave) if 66 <= k < 72 else (100 + 3 * wave)
+        out.append({"ts": ts, "metric": "http_p99_latency_ms", "value": round(lat, 2),
+                    "labels": {"env": "prod", "service": svc}})
+    return "".join(json.dumps(x) + "\n" for x in out)
 
 
 def scenario(name):

@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "llm_fixture"))
 
 from fixture import LLMFixture, Unavailable  # noqa: E402
-from sntest import BASE_CONF, BUILD, Daemon, check, fail  # noqa: E402
+from sntest import BASE_CONF, BUILD, Daemon, check, deploy_spike_lines, fail  # noqa: E402
 
 KEY = "sk-real-llm-fixture-5c1e0a"
 os.environ["SN_E2E_LLM_REAL_KEY"] = KEY
@@ -67,20 +67,7 @@ breaker_failures = 50
 
 
 def incident_lines(i):
-    """A baseline for svc<i>, a deploy, a latency spike, then normal traffic again."""
-    svc = "svc%02d" % i
-    base = T0 + i * 3600 * 1000
-    out = []
-    for k in range(100):
-        ts = base + k * 10000
-        if k == 60:
-            out.append({"ts": ts, "change": "deploy", "labels": {"service": svc,
-                                                                 "version": "v2.%d" % i}})
-        wave = math.sin(k * 0.7)
-        lat = (900 + 20 * wave) if 66 <= k < 72 else (100 + 3 * wave)
-        out.append({"ts": ts, "metric": "http_p99_latency_ms", "value": round(lat, 2),
-                    "labels": {"env": "prod", "service": svc}})
-    return "".join(json.dumps(x) + "\n" for x in out)
+    return deploy_spike_lines(i, T0)
 
 
 # ---- the reply contract, recomputed independently of the C validator ----------------------
