@@ -20,6 +20,8 @@
  * and counted in partialSuccess. Every body is bounded: the core's max_body on the wire,
  * max_decompressed after gzip, max_points data points per request.
  */
+#include "strbuf.h"
+
 #include <sentinel/plugin.h>
 
 #include <errno.h>
@@ -91,33 +93,12 @@ static const sn_param_t ot_params[] = {
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf_t;
-
+/* json_dump_callback's writer into a snp_buf_t. */
 static int sbuf_add(const char *s, size_t len, void *arg)
 {
-    sbuf_t *b = arg;
-    if (b->oom)
-        return -1;
-    if (b->n + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + len + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return -1;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, len);
-    b->n += len;
-    b->p[b->n] = '\0';
-    return 0;
+    snp_buf_t *b = arg;
+    snp_buf_add(b, s, len);
+    return b->oom ? -1 : 0;
 }
 
 /* Constant time over the presented length so a prefix match is not observable. */
@@ -309,7 +290,7 @@ typedef struct ot_req {
     size_t plen;
     char err[1024];
     int status; /* 0, or 400/413/500 when the walk was abandoned */
-    sbuf_t out;
+    snp_buf_t out;
     size_t lines;
     size_t received, rejected, skipped, attrs_skipped;
     char notes[OT_MAX_NOTES][720];
@@ -1046,7 +1027,7 @@ static void ot_metrics(void *self, sn_route_req_t *req)
                      (double)r->attrs_skipped);
     json_t *resp = json_object();
     if (rejected > 0) {
-        sbuf_t msg = {0};
+        snp_buf_t msg = {0};
         char head[160];
         snprintf(head, sizeof(head), "%zu of %zu data points rejected", rejected, r->received);
         sbuf_add(head, strlen(head), &msg);
