@@ -4,13 +4,12 @@ store, and waiting with the daemons' logs on a timeout."""
 import os
 import sqlite3
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 
 from kafkamock import KCAT, mock_binary  # noqa: E402
-from sntest import BASE_CONF, BUILD, fail  # noqa: E402
+from sntest import BASE_CONF, BUILD, wait_until  # noqa: E402
 
 
 def skip_unless_kafka():
@@ -58,15 +57,5 @@ def metric(d, name, missing=0.0):
     return missing
 
 
-def wait(pred, timeout, what, daemons=()):
-    """pred()'s first true value within timeout seconds; else fail with the daemons' logs
-    (one daemon or a sequence of them)."""
-    if hasattr(daemons, "logtext"):
-        daemons = [daemons]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    fail("timed out waiting for %s\n%s" % (what, "\n".join(d.logtext() for d in daemons)))
+# pred()'s first true value within timeout seconds, else a failure with the daemons' logs.
+wait = wait_until

@@ -91,6 +91,20 @@ edge = verify -> resolve [on=ok]
 """
 
 
+def wait_until(pred, timeout, what, daemons=()):
+    """pred()'s first true value within @timeout seconds; else fail with the logs of
+    @daemons (one daemon or a sequence of them)."""
+    if hasattr(daemons, "logtext"):
+        daemons = [daemons]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    fail("timed out waiting for %s\n%s" % (what, "\n".join(d.logtext() for d in daemons)))
+
+
 class Daemon:
     def __init__(self, extra_core="", extra_mock="", conf=None, keep_dir=None):
         self.dir = keep_dir or tempfile.mkdtemp(prefix="sn-e2e-")
@@ -163,13 +177,7 @@ class Daemon:
         return body["incidents"]
 
     def wait_for(self, pred, timeout=30, what="condition"):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            v = pred()
-            if v:
-                return v
-            time.sleep(0.05)
-        fail("timed out waiting for " + what + "\n" + self.logtext())
+        return wait_until(pred, timeout, what, [self])
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
