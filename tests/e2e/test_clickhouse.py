@@ -76,7 +76,7 @@ try:
     pts = [r for r in recs if "metric" in r and "value" in r]
     d.post_file(scenario("checkout-deploy"))
     wait_count(d, srv, len(pts), what="scenario points")
-    check(True, "all %d scenario points are in ClickHouse" % len(pts))
+    check(count(srv) == len(pts), "all %d scenario points are in ClickHouse" % len(pts))
     st, out = srv.query("SELECT DISTINCT metric FROM e2e.points ORDER BY metric FORMAT TSV")
     check(out.decode().split() == sorted({r["metric"] for r in pts}),
           "the metric names are kept")
@@ -109,7 +109,8 @@ try:
     check(d.json("POST", "/v1/events", points(1, t1, seed=9))[0] == 200, "first point accepted")
     d.wait_for(lambda: metric(d, "telemetry_series_warmed") >= 1,
                what="the new series to be primed from ClickHouse")
-    check(True, "the restarted series was primed from ClickHouse (telemetry_series_warmed)")
+    check(metric(d, "telemetry_series_warmed") >= 1,
+          "the restarted series was primed from ClickHouse (telemetry_series_warmed)")
     d.json("POST", "/v1/events", points(1, t1 + 10000, spike_at=0, seed=10))
     inc = d.wait_for(lambda: [i for i in d.incidents() if "cart" in i["services"]],
                      what="the spike after the restart to be detected")
@@ -173,7 +174,8 @@ try:
     srv.start()
     d.start()
     wait_count(d, srv, 50, " WHERE metric = 'conn_errors'", what="spooled points after restart")
-    check(True, "a restart replays the spool left by a killed daemon")
+    check(count(srv, " WHERE metric = 'conn_errors'") == 50,
+          "a restart replays the spool left by a killed daemon")
     text = open(os.path.join(d.dir, "sentineld.log"), "rb").read().decode("utf-8", "replace")
     check(chserver.PASSWORD not in text, "the ClickHouse password is never logged")
 finally:

@@ -116,7 +116,8 @@ try:
               "the input reports its 6 partitions: %s" % health["instances"]["input:kafka"])
         wait(lambda: [i for i in d.incidents() if "checkout" in i["services"]], 30,
              "an incident for the checkout spike", [d])
-        check(True, "the spike produced with kcat opened an incident for checkout")
+        check(any("checkout" in i["services"] for i in d.incidents()),
+              "the spike produced with kcat opened an incident for checkout")
         wait(lambda: metric(d, "kafka_dead_letters_total") >= 3, 20, "three dead letters", [d])
         out = k.consume("dlq", fmt="%h\\t%S\\n").decode("utf-8", "replace")
         lines = [ln for ln in out.splitlines() if ln.strip()]
@@ -166,7 +167,8 @@ try:
               "the partitions were paused (%d times)" % metric(d, "kafka_pauses_total"))
         wait(lambda: metric(d, "kafka_paused") == 0 and metric(d, "kafka_consumer_lag") == 0,
              10, "resume", [d])
-        check(True, "and resumed: not paused, no lag left")
+        check(metric(d, "kafka_paused") == 0 and metric(d, "kafka_consumer_lag") == 0,
+              "and resumed: not paused, no lag left")
         prefix = 'sentinel_kafka_partition_lag{instance="input:kafka",topic="burst",partition="'
         lags = wait(lambda: (lambda v: v if len(v) == 4 and not any(v.values()) else None)(
             {l[len(prefix):].split('"')[0]: float(l.split()[-1])
@@ -187,7 +189,8 @@ try:
              and metric(b, "kafka_assigned_partitions") > 0
              and metric(a, "kafka_assigned_partitions")
              + metric(b, "kafka_assigned_partitions") == 6, 40, "the group to split", [a, b])
-        check(True, "the two instances split the 6 partitions (%d + %d)"
+        check(metric(a, "kafka_assigned_partitions") + metric(b, "kafka_assigned_partitions")
+              == 6, "the two instances split the 6 partitions (%d + %d)"
               % (metric(a, "kafka_assigned_partitions"), metric(b, "kafka_assigned_partitions")))
         total = 30000
         t = producer(k, "shared", total, 3000, 0.4)
@@ -195,7 +198,8 @@ try:
         a.kill9()
         wait(lambda: metric(b, "kafka_assigned_partitions") == 6, 40,
              "the survivor to take all partitions", [b])
-        check(True, "after kill -9 of one, the other owns all 6 partitions")
+        check(metric(b, "kafka_assigned_partitions") == 6,
+              "after kill -9 of one, the other owns all 6 partitions")
         with open(os.path.join(b.dir, "sentineld.log"), "rb") as f:
             assigns = f.read().decode("utf-8", "replace").count('"msg":"assigned ')
         check(assigns >= 2, "the takeover is in the survivor's log (%d assignments)" % assigns)

@@ -179,7 +179,8 @@ try:
     check_store(d, 0, total + more, "after the cut of broker 2")
     wait(lambda: kafka_health(d)[1]["ok"] and metric(d, "kafka_consumer_lag", None) == 0, 30,
          "the input to recover from the second cut", d)
-    check(True, "the input is healthy again, no lag")
+    check(kafka_health(d)[1]["ok"] and metric(d, "kafka_consumer_lag", None) == 0,
+          "the input is healthy again, no lag")
 
     # 3. Stopped while every broker is cut and the session has expired: the drain is bounded.
     k.broker_down(-1)

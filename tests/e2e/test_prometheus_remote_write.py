@@ -199,7 +199,8 @@ try:
 
     d.wait_for(lambda: len(stored_ts(d, up_series)) >= 3, timeout=30,
                what="Prometheus's `up` series to arrive with its labels")
-    check(True, "up{cluster,instance,job} arrived with every label (found under its series hash)")
+    check(len(stored_ts(d, up_series)) >= 3,
+          "up{cluster,instance,job} arrived with every label (found under its series hash)")
     st, h = d.json("GET", "/health/detailed")
     check(st == 200 and h["telemetry"]["points"] > 100,
           "telemetry points grow (%d observed)" % h["telemetry"]["points"])
@@ -242,7 +243,8 @@ try:
     check(max(gaps) < 5000, "no hole in the stored series (largest step %d ms)" % max(gaps))
     d.wait_for(lambda: metric(d, "input_remote_write_samples_stale_total") >= 1, timeout=15,
                what="the stale markers of sentineld's own series")
-    check(True, "stale markers (sentineld's own series vanished while it was down) were "
+    check(metric(d, "input_remote_write_samples_stale_total") >= 1,
+          "stale markers (sentineld's own series vanished while it was down) were "
           "recognised as such")
     # Ordinary NaNs exist too (Prometheus's own summaries report NaN quantiles before any
     # observation): those are counted apart.
