@@ -70,7 +70,6 @@ static void paused_lag(kc_t *kc, rd_kafka_t *rk)
 
 int kc_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
-    (void)rk;
     kc_t *kc = opaque;
     const sn_host_t *h = kc->host;
     json_t *doc = json_loadb(json, len, 0, NULL);
